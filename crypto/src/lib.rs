@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod handshake;
+pub mod kdf;
+pub mod keys;
+pub mod layer;
+pub mod noise;
+pub mod sign;
+
+pub use error::{Blame, CryptoError};
