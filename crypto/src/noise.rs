@@ -11,6 +11,8 @@
 //! generator that `snow` draws its ephemeral keys from, through a resolver
 //! that otherwise delegates to `snow`'s default primitives.
 
+use std::sync::Arc;
+
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
@@ -120,16 +122,26 @@ impl NoiseHandshake {
 
     /// Turn a finished handshake into the transport that carries cells.
     pub fn into_transport(self) -> Result<NoiseTransport, CryptoError> {
-        let state = self.state.into_transport_mode().map_err(|_| CryptoError::NoiseState("handshake unfinished"))?;
-        Ok(NoiseTransport { state })
+        let state = self
+            .state
+            .into_stateless_transport_mode()
+            .map_err(|_| CryptoError::NoiseState("handshake unfinished"))?;
+        let state = Arc::new(state);
+        Ok(NoiseTransport {
+            sender: NoiseSender { state: Arc::clone(&state), nonce: 0 },
+            receiver: NoiseReceiver { state, nonce: 0 },
+        })
     }
 }
 
-/// An established Noise transport: one nonce counter per direction inside
-/// `snow`, which refuses to wrap.
+/// An established Noise transport. `snow`'s stateless transport takes the
+/// nonce as an argument, so this wrapper keeps one counter per direction
+/// and can [`split`](Self::split) into halves that live in different tasks.
 pub struct NoiseTransport {
-    /// The snow transport state.
-    state: snow::TransportState,
+    /// Sending half.
+    sender: NoiseSender,
+    /// Receiving half.
+    receiver: NoiseReceiver,
 }
 
 impl std::fmt::Debug for NoiseTransport {
@@ -141,15 +153,75 @@ impl std::fmt::Debug for NoiseTransport {
 impl NoiseTransport {
     /// Encrypt `plain` into `out`; returns the ciphertext length.
     pub fn encrypt(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, CryptoError> {
-        self.state.write_message(plain, out).map_err(|e| match e {
-            snow::Error::State(snow::error::StateProblem::Exhausted) => CryptoError::NonceExhausted,
-            _ => CryptoError::NoiseState("transport encrypt"),
-        })
+        self.sender.encrypt(plain, out)
     }
 
     /// Decrypt `msg` into `out`; returns the plaintext length.
     pub fn decrypt(&mut self, msg: &[u8], out: &mut [u8]) -> Result<usize, CryptoError> {
-        self.state.read_message(msg, out).map_err(|_| CryptoError::AuthenticationFailed)
+        self.receiver.decrypt(msg, out)
+    }
+
+    /// Split into independent sending and receiving halves.
+    pub fn split(self) -> (NoiseSender, NoiseReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+/// The sending half of a Noise transport.
+pub struct NoiseSender {
+    /// Shared snow state (keys only; holds no counters).
+    state: Arc<snow::StatelessTransportState>,
+    /// Next sending nonce; never wraps.
+    nonce: u64,
+}
+
+impl std::fmt::Debug for NoiseSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseSender").field("nonce", &self.nonce).finish_non_exhaustive()
+    }
+}
+
+impl NoiseSender {
+    /// Encrypt `plain` into `out`; returns the ciphertext length.
+    pub fn encrypt(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, CryptoError> {
+        if self.nonce == u64::MAX {
+            return Err(CryptoError::NonceExhausted);
+        }
+        let n = self
+            .state
+            .write_message(self.nonce, plain, out)
+            .map_err(|_| CryptoError::NoiseState("transport encrypt"))?;
+        self.nonce += 1;
+        Ok(n)
+    }
+}
+
+/// The receiving half of a Noise transport.
+pub struct NoiseReceiver {
+    /// Shared snow state (keys only; holds no counters).
+    state: Arc<snow::StatelessTransportState>,
+    /// Next expected nonce: a replayed, dropped or reordered message fails.
+    nonce: u64,
+}
+
+impl std::fmt::Debug for NoiseReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseReceiver").field("nonce", &self.nonce).finish_non_exhaustive()
+    }
+}
+
+impl NoiseReceiver {
+    /// Decrypt `msg` into `out`; returns the plaintext length.
+    pub fn decrypt(&mut self, msg: &[u8], out: &mut [u8]) -> Result<usize, CryptoError> {
+        if self.nonce == u64::MAX {
+            return Err(CryptoError::NonceExhausted);
+        }
+        let n = self
+            .state
+            .read_message(self.nonce, msg, out)
+            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        self.nonce += 1;
+        Ok(n)
     }
 }
 

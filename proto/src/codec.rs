@@ -320,7 +320,7 @@ mod tests {
                 Ok(Self(r.u8()?))
             }
         }
-        assert!(decode_exact::<One>("one", &[7]).is_ok());
+        assert_eq!(decode_exact::<One>("one", &[7]).map(|o| o.0), Ok(7));
         assert_eq!(
             decode_exact::<One>("one", &[7, 8]).err(),
             Some(DecodeError::invalid("one", "trailing bytes"))

@@ -2,3 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod cell;
+pub mod msg;
+pub mod error;
+pub mod link;
