@@ -6,3 +6,4 @@ pub mod cell;
 pub mod msg;
 pub mod error;
 pub mod link;
+pub mod circuit;

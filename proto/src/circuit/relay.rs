@@ -1,0 +1,758 @@
+//! A relay's circuit table for one link (spec §6–§8), sans-IO.
+//!
+//! Each link a relay holds has one table. A circuit that *arrived* on a link
+//! is a [`Entry::Hop`] there: that table owns both of the circuit's layers,
+//! its streams (if this relay is the circuit's exit) and the route to the
+//! next hop. A circuit this relay *extended* over a link is an
+//! [`Entry::Outbound`] there: cells arriving on it are handed, untouched, to
+//! the owning table as [`RelayAction::Backward`]. Each circuit's crypto thus
+//! lives in exactly one table, so tables on different links can run on
+//! different cores with no shared lock (spec §6.4).
+//!
+//! The table never learns *why* it is asked to do something: it emits
+//! actions ("open a link to X and send this CREATE", "connect a stream to
+//! Y", "these bytes arrived") and the driver carries them out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use lamina_crypto::handshake::relay_respond;
+use lamina_crypto::keys::{RelayId, StaticKeypair};
+use lamina_crypto::layer::{Peeled, RelayLayers, BODY_LEN, TAG_LEN};
+use rand_core::{CryptoRng, RngCore};
+
+use super::flow::{
+    RecvWindow, SendWindow, CIRCUIT_WINDOW_INCREMENT, CIRCUIT_WINDOW_START, STREAM_WINDOW_INCREMENT,
+    STREAM_WINDOW_START,
+};
+use super::{backward_region, empty_body, BACKWARD_DATA_CAPACITY, MAX_STREAMS_PER_CIRCUIT};
+use crate::cell::{Cell, CellCommand, CircId, DestroyReason};
+use crate::error::CircuitError;
+use crate::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target};
+
+/// A driver-assigned handle for one link of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// A circuit on a particular link: where to send its cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The link.
+    pub link: LinkId,
+    /// The circuit id on that link.
+    pub circ: CircId,
+}
+
+/// The relay's circuit-handshake keys, borrowed per call.
+pub struct HopKeysRef<'a> {
+    /// Our identity.
+    pub relay_id: &'a RelayId,
+    /// Our current onion key.
+    pub onion_key: &'a StaticKeypair,
+}
+
+/// Limits of one table (spec §6.5).
+#[derive(Debug, Clone, Copy)]
+pub struct TableLimits {
+    /// Most circuits on this link (hop and outbound together).
+    pub max_circuits: usize,
+    /// Most streams on one circuit.
+    pub max_streams: usize,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        Self { max_circuits: 16_384, max_streams: MAX_STREAMS_PER_CIRCUIT }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum RelayAction {
+    /// Send `cell` on another link (forward direction).
+    Forward {
+        /// Where.
+        to: Route,
+        /// The cell, already re-addressed to `to.circ`.
+        cell: Cell,
+    },
+    /// Hand a raw backward cell to the table that owns the circuit: call
+    /// [`RelayCircuitTable::handle_from_next`] on `to.link`'s table.
+    Backward {
+        /// The owning link and its circuit id.
+        to: Route,
+        /// The cell as received from the next hop.
+        cell: Cell,
+    },
+    /// Extend circuit `circ`: open or reuse a link to the relay, call
+    /// [`RelayCircuitTable::open_outbound`] on that link's table, then
+    /// [`RelayCircuitTable::extend_started`] here (or `extend_failed`).
+    Extend {
+        /// The circuit on this link.
+        circ: CircId,
+        /// Where to.
+        extend: Box<Extend>,
+    },
+    /// Exit: open a TCP stream (resolve at the exit, then apply the policy).
+    Begin {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+        /// Destination.
+        target: Target,
+        /// Port.
+        port: u16,
+    },
+    /// Open a stream to our directory service.
+    BeginDir {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Bytes for an exit stream; call `stream_consumed` once written.
+    StreamData {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The client ended a stream, or it was ended for a protocol reason.
+    StreamEnded {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A stream blocked by a window may send again.
+    StreamWritable {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A circuit owned by this table closed; if it had a next hop, send a
+    /// DESTROY there (the driver calls `close_outbound` on that table).
+    CircuitClosed {
+        /// The circuit.
+        circ: CircId,
+        /// Its next hop, if any.
+        next: Option<Route>,
+        /// Why.
+        reason: DestroyReason,
+    },
+    /// The next hop destroyed an outbound circuit: call
+    /// [`RelayCircuitTable::next_hop_closed`] on the owning table.
+    OutboundClosed {
+        /// The owning link and circuit.
+        back: Route,
+        /// Why.
+        reason: DestroyReason,
+    },
+}
+
+/// Where a hop circuit continues.
+enum NextHop {
+    /// This relay is the last hop.
+    None,
+    /// An EXTEND is in progress.
+    Extending,
+    /// Extended: awaiting CREATED on `Route`.
+    AwaitingCreated(Route),
+    /// Open to the next hop.
+    Open(Route),
+}
+
+/// An exit or directory stream at this hop.
+struct HopStream {
+    /// Whether the stream was answered with CONNECTED.
+    connected: bool,
+    /// Our send window.
+    send: SendWindow,
+    /// Our receive window.
+    recv: RecvWindow,
+    /// Whether a send was refused for lack of window.
+    blocked: bool,
+}
+
+/// A circuit for which this relay is a hop.
+struct HopCircuit {
+    /// This hop's layers.
+    layers: RelayLayers,
+    /// The route onward.
+    next: NextHop,
+    /// Streams ending here.
+    streams: HashMap<StreamId, HopStream>,
+    /// Circuit-level send window (towards the client).
+    send: SendWindow,
+    /// Circuit-level receive window.
+    recv: RecvWindow,
+}
+
+/// One table entry.
+enum Entry {
+    /// We are a hop of this circuit.
+    Hop(Box<HopCircuit>),
+    /// We extended a circuit owned by `back` over this link.
+    Outbound {
+        /// The owning table's link and id.
+        back: Route,
+    },
+}
+
+/// The circuit table of one link.
+pub struct RelayCircuitTable {
+    /// This link's handle.
+    link: LinkId,
+    /// Whether we initiated this link (decides circuit-id parity, spec §2.3).
+    we_initiated: bool,
+    /// Whether this relay serves BEGIN (is an exit).
+    exit: bool,
+    /// Limits.
+    limits: TableLimits,
+    /// Circuits by id.
+    circuits: HashMap<CircId, Entry>,
+    /// Next candidate id for circuits we open on this link.
+    next_id: u32,
+    /// Cells to send on this link.
+    out: VecDeque<Cell>,
+    /// Actions for the driver.
+    actions: VecDeque<RelayAction>,
+}
+
+impl std::fmt::Debug for RelayCircuitTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCircuitTable")
+            .field("link", &self.link)
+            .field("circuits", &self.circuits.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayCircuitTable {
+    /// A table for link `link`. `we_initiated` is true when we opened the link.
+    pub fn new(link: LinkId, we_initiated: bool, exit: bool, limits: TableLimits) -> Self {
+        Self {
+            link,
+            we_initiated,
+            exit,
+            limits,
+            circuits: HashMap::new(),
+            next_id: 1,
+            out: VecDeque::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// This table's link.
+    pub fn link(&self) -> LinkId {
+        self.link
+    }
+
+    /// Circuits on this link.
+    pub fn circuit_count(&self) -> usize {
+        self.circuits.len()
+    }
+
+    /// Next cell to send on this link.
+    pub fn poll_transmit(&mut self) -> Option<Cell> {
+        self.out.pop_front()
+    }
+
+    /// Whether cells are waiting to be sent on this link.
+    pub fn has_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Next action for the driver.
+    pub fn poll_action(&mut self) -> Option<RelayAction> {
+        self.actions.pop_front()
+    }
+
+    /// Handle a cell received on this link. Errors close only the circuit
+    /// concerned (already done when this returns) and are for logging.
+    pub fn handle_cell<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        keys: &HopKeysRef<'_>,
+        cell: Cell,
+    ) -> Result<(), CircuitError> {
+        let circ = cell.circ;
+        let is_create = cell.command == CellCommand::Create;
+        if circ == CircId::LINK {
+            return match cell.command {
+                CellCommand::Padding => Ok(()),
+                _ => Err(CircuitError::Protocol { circ, reason: "non-padding cell on circuit 0" }),
+            };
+        }
+        let result = match (self.circuits.get(&circ), cell.command) {
+            (None, CellCommand::Create) => self.handle_create(rng, keys, &cell),
+            (None, CellCommand::Destroy | CellCommand::Padding) => Ok(()),
+            (None, _) => Err(CircuitError::Protocol { circ, reason: "cell for unknown circuit" }),
+            (Some(Entry::Outbound { back }), command) => {
+                let back = *back;
+                if command == CellCommand::Destroy {
+                    self.circuits.remove(&circ);
+                    self.actions.push_back(RelayAction::OutboundClosed { back, reason: cell.destroy_reason() });
+                } else {
+                    self.actions.push_back(RelayAction::Backward { to: back, cell });
+                }
+                return Ok(());
+            }
+            (Some(Entry::Hop(_)), CellCommand::Relay) => self.handle_forward(circ, cell),
+            (Some(Entry::Hop(_)), CellCommand::Destroy) => {
+                self.remove_hop(circ, cell.destroy_reason(), false);
+                Ok(())
+            }
+            (Some(Entry::Hop(_)), _) => Err(CircuitError::Protocol { circ, reason: "unexpected cell command" }),
+        };
+        if let Err(e) = &result {
+            let reason = match e {
+                CircuitError::Limit { .. } => DestroyReason::ResourceLimit,
+                _ => DestroyReason::Protocol,
+            };
+            if self.circuits.contains_key(&circ) {
+                self.remove_hop(circ, reason, true);
+            } else if is_create {
+                self.out.push_back(Cell::destroy(circ, reason));
+            }
+        }
+        result
+    }
+
+    /// A backward cell from the next hop of circuit `circ` (owned here).
+    pub fn handle_from_next(&mut self, circ: CircId, cell: Cell) -> Result<(), CircuitError> {
+        let Some(Entry::Hop(hop)) = self.circuits.get_mut(&circ) else {
+            return Ok(()); // The circuit closed meanwhile; drop the cell.
+        };
+        let result = match (cell.command, &hop.next) {
+            (CellCommand::Created, NextHop::AwaitingCreated(route)) => {
+                let route = *route;
+                match cell.created_reply() {
+                    Ok(reply) => {
+                        hop.next = NextHop::Open(route);
+                        self.originate(circ, StreamId::CIRCUIT, RelayMsg::Extended(reply)).map(|_| ())
+                    }
+                    Err(source) => Err(CircuitError::Decode { circ, source }),
+                }
+            }
+            (CellCommand::Relay, NextHop::Open(_)) => {
+                let mut cell = cell;
+                match hop.layers.relay_backward(&mut cell.payload) {
+                    Ok(()) => {
+                        cell.circ = circ;
+                        self.out.push_back(cell);
+                        Ok(())
+                    }
+                    Err(source) => Err(CircuitError::Crypto { circ, context: "backward layer", source }),
+                }
+            }
+            (CellCommand::Destroy, _) => {
+                self.remove_hop(circ, DestroyReason::Destroyed, true);
+                return Ok(());
+            }
+            _ => Err(CircuitError::Protocol { circ, reason: "unexpected cell from next hop" }),
+        };
+        if result.is_err() {
+            self.remove_hop(circ, DestroyReason::Protocol, true);
+        }
+        result
+    }
+
+    /// Allocate a circuit id on this link for a circuit owned by `back`,
+    /// and queue its CREATE carrying `onionskin`. Returns the new id.
+    pub fn open_outbound(
+        &mut self,
+        back: Route,
+        onionskin: &[u8; lamina_crypto::handshake::ONIONSKIN_LEN],
+    ) -> Result<CircId, CircuitError> {
+        if self.circuits.len() >= self.limits.max_circuits {
+            return Err(CircuitError::Limit { circ: back.circ, what: "circuits per link" });
+        }
+        let circ = self.allocate_id();
+        self.circuits.insert(circ, Entry::Outbound { back });
+        self.out.push_back(Cell::create(circ, onionskin));
+        Ok(circ)
+    }
+
+    /// The driver sent our CREATE for `circ` as `next` on another link.
+    pub fn extend_started(&mut self, circ: CircId, next: Route) {
+        if let Some(Entry::Hop(hop)) = self.circuits.get_mut(&circ) {
+            if matches!(hop.next, NextHop::Extending) {
+                hop.next = NextHop::AwaitingCreated(next);
+            }
+        }
+    }
+
+    /// Extending `circ` failed (no link, limit): destroy it.
+    pub fn extend_failed(&mut self, circ: CircId) {
+        if self.circuits.contains_key(&circ) {
+            self.remove_hop(circ, DestroyReason::ConnectFailed, true);
+        }
+    }
+
+    /// The next hop of `circ` went away: destroy the circuit towards the client.
+    pub fn next_hop_closed(&mut self, circ: CircId, reason: DestroyReason) {
+        if let Some(Entry::Hop(hop)) = self.circuits.get_mut(&circ) {
+            hop.next = NextHop::None;
+            let _ = reason;
+            self.remove_hop(circ, DestroyReason::Destroyed, true);
+        }
+    }
+
+    /// Send a DESTROY for an outbound circuit whose owner closed.
+    pub fn close_outbound(&mut self, circ: CircId, reason: DestroyReason) {
+        if let Some(Entry::Outbound { .. }) = self.circuits.remove(&circ) {
+            self.out.push_back(Cell::destroy(circ, reason));
+        }
+    }
+
+    /// The link died: every circuit on it is gone. Emits `CircuitClosed`
+    /// for hop circuits and `OutboundClosed` for outbound ones.
+    pub fn link_closed(&mut self) {
+        let ids: Vec<CircId> = self.circuits.keys().copied().collect();
+        for circ in ids {
+            match self.circuits.remove(&circ) {
+                Some(Entry::Hop(hop)) => {
+                    let next = next_route(&hop.next);
+                    self.actions.push_back(RelayAction::CircuitClosed { circ, next, reason: DestroyReason::Destroyed });
+                }
+                Some(Entry::Outbound { back }) => {
+                    self.actions.push_back(RelayAction::OutboundClosed { back, reason: DestroyReason::Destroyed });
+                }
+                None => {}
+            }
+        }
+        self.out.clear();
+    }
+
+    /// Exit: the stream is connected (to `addr`, if we say).
+    pub fn stream_connected(&mut self, circ: CircId, stream: StreamId, addr: Option<IpAddr>) -> Result<(), CircuitError> {
+        let st = self.stream_mut(circ, stream)?;
+        st.connected = true;
+        self.originate(circ, stream, RelayMsg::Connected(addr)).map(|_| ())
+    }
+
+    /// Exit: the stream failed or finished; tell the client and forget it.
+    pub fn end_stream(&mut self, circ: CircId, stream: StreamId, reason: EndReason) -> Result<(), CircuitError> {
+        let Some(Entry::Hop(hop)) = self.circuits.get_mut(&circ) else {
+            return Ok(());
+        };
+        if hop.streams.remove(&stream).is_none() {
+            return Ok(());
+        }
+        self.originate(circ, stream, RelayMsg::End(reason)).map(|_| ())
+    }
+
+    /// Exit: send stream bytes towards the client; returns how many were
+    /// accepted (0 when a window is closed: wait for `StreamWritable`).
+    pub fn send_stream_data(&mut self, circ: CircId, stream: StreamId, data: &[u8]) -> Result<usize, CircuitError> {
+        let mut sent = 0;
+        while sent < data.len() {
+            let hop = self.hop_mut(circ)?;
+            let circ_open = hop.send.can_send();
+            let st = hop.streams.get_mut(&stream).ok_or(CircuitError::NoSuchStream { circ, stream })?;
+            if !circ_open || !st.send.can_send() {
+                st.blocked = true;
+                break;
+            }
+            let end = data.len().min(sent + BACKWARD_DATA_CAPACITY);
+            let tag = self.originate(circ, stream, RelayMsg::Data(data[sent..end].to_vec()))?;
+            let hop = self.hop_mut(circ)?;
+            hop.send.on_send(tag);
+            if let Some(st) = hop.streams.get_mut(&stream) {
+                st.send.on_send(tag);
+            }
+            sent = end;
+        }
+        Ok(sent)
+    }
+
+    /// Exit: whether `stream` may send a DATA cell now.
+    pub fn can_send(&self, circ: CircId, stream: StreamId) -> bool {
+        match self.circuits.get(&circ) {
+            Some(Entry::Hop(hop)) => hop.send.can_send() && hop.streams.get(&stream).is_some_and(|s| s.send.can_send()),
+            _ => false,
+        }
+    }
+
+    /// Exit: one DATA cell of `stream` was written to its socket; queues
+    /// SENDMEs as batches complete (spec §8.2).
+    pub fn stream_consumed(&mut self, circ: CircId, stream: StreamId) -> Result<(), CircuitError> {
+        let Ok(hop) = self.hop_mut(circ) else {
+            return Ok(());
+        };
+        let circ_receipt = hop.recv.on_consumed();
+        let stream_receipt = hop.streams.get_mut(&stream).and_then(|s| s.recv.on_consumed());
+        if let Some(tag) = circ_receipt {
+            self.originate(circ, StreamId::CIRCUIT, RelayMsg::Sendme(tag))?;
+        }
+        if let Some(tag) = stream_receipt {
+            self.originate(circ, stream, RelayMsg::Sendme(tag))?;
+        }
+        Ok(())
+    }
+
+    /// Close a circuit we own (driver decision, e.g. shutdown).
+    pub fn close_circuit(&mut self, circ: CircId, reason: DestroyReason) {
+        if let Some(Entry::Hop(_)) = self.circuits.get(&circ) {
+            self.remove_hop(circ, reason, true);
+        }
+    }
+
+    /// Test hook: tamper with a forward cell as a malicious hop would, by
+    /// peeling honestly and then flipping one bit before forwarding.
+    #[doc(hidden)]
+    pub fn dangerously_flip_next_forward_bit(&mut self, bit: usize) -> Option<()> {
+        for action in &mut self.actions {
+            if let RelayAction::Forward { cell, .. } = action {
+                let byte = cell.payload.get_mut(bit / 8)?;
+                *byte ^= 1 << (bit % 8);
+                return Some(());
+            }
+        }
+        None
+    }
+
+    /// CREATE: run the handshake, answer CREATED, add the circuit.
+    fn handle_create<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        keys: &HopKeysRef<'_>,
+        cell: &Cell,
+    ) -> Result<(), CircuitError> {
+        let circ = cell.circ;
+        // The peer allocates ids of the opposite parity to ours (spec §2.3).
+        let peer_bit = if self.we_initiated { 0 } else { CircId::INITIATOR_BIT };
+        if circ.0 & CircId::INITIATOR_BIT != peer_bit {
+            return Err(CircuitError::Protocol { circ, reason: "circuit id of the wrong parity" });
+        }
+        if self.circuits.len() >= self.limits.max_circuits {
+            return Err(CircuitError::Limit { circ, what: "circuits per link" });
+        }
+        let skin = cell.create_onionskin().map_err(|source| CircuitError::Decode { circ, source })?;
+        let (reply, hop_keys) = relay_respond(rng, keys.relay_id, keys.onion_key, &skin)
+            .map_err(|source| CircuitError::Crypto { circ, context: "circuit handshake", source })?;
+        let hop = HopCircuit {
+            layers: RelayLayers::new(&hop_keys),
+            next: NextHop::None,
+            streams: HashMap::new(),
+            send: SendWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+            recv: RecvWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+        };
+        self.circuits.insert(circ, Entry::Hop(Box::new(hop)));
+        self.out.push_back(Cell::created(circ, &reply));
+        Ok(())
+    }
+
+    /// A forward RELAY cell on a hop circuit: peel, then forward or handle.
+    fn handle_forward(&mut self, circ: CircId, mut cell: Cell) -> Result<(), CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        let next = match hop.next {
+            NextHop::Open(route) => Some(route),
+            _ => None,
+        };
+        let peeled = hop
+            .layers
+            .peel_forward(&mut cell.payload, next.is_some())
+            .map_err(|source| CircuitError::Crypto { circ, context: "forward layer", source })?;
+        match (peeled, next) {
+            (Peeled::Onward, Some(to)) => {
+                cell.circ = to.circ;
+                self.actions.push_back(RelayAction::Forward { to, cell });
+                Ok(())
+            }
+            (Peeled::Onward, None) => Err(CircuitError::Protocol { circ, reason: "onward cell at last hop" }),
+            (Peeled::Recognized { tag }, _) => {
+                let rc = RelayCell::decode(&cell.payload).map_err(|source| CircuitError::Decode { circ, source })?;
+                self.handle_msg(circ, rc, tag)
+            }
+        }
+    }
+
+    /// Dispatch a relay message addressed to this hop.
+    fn handle_msg(&mut self, circ: CircId, rc: RelayCell, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+        let stream = rc.stream;
+        match rc.msg {
+            RelayMsg::Extend(extend) => {
+                let hop = self.hop_mut(circ)?;
+                if !matches!(hop.next, NextHop::None) || !hop.streams.is_empty() {
+                    return Err(CircuitError::Protocol { circ, reason: "EXTEND on an extended circuit" });
+                }
+                hop.next = NextHop::Extending;
+                self.actions.push_back(RelayAction::Extend { circ, extend });
+                Ok(())
+            }
+            RelayMsg::Begin { target, port } => {
+                if !self.exit {
+                    self.new_stream(circ, stream)?;
+                    return self.end_stream(circ, stream, EndReason::NotExit);
+                }
+                self.new_stream(circ, stream)?;
+                self.actions.push_back(RelayAction::Begin { circ, stream, target, port });
+                Ok(())
+            }
+            RelayMsg::BeginDir => {
+                self.new_stream(circ, stream)?;
+                self.actions.push_back(RelayAction::BeginDir { circ, stream });
+                Ok(())
+            }
+            RelayMsg::Data(data) => self.handle_data(circ, stream, data, tag),
+            RelayMsg::End(reason) => {
+                let hop = self.hop_mut(circ)?;
+                if hop.streams.remove(&stream).is_some() {
+                    self.actions.push_back(RelayAction::StreamEnded { circ, stream, reason });
+                }
+                Ok(())
+            }
+            RelayMsg::Sendme(receipt) => self.handle_sendme(circ, stream, &receipt),
+            RelayMsg::Drop => Ok(()),
+            RelayMsg::Resolve(_) => {
+                self.new_stream(circ, stream)?;
+                self.end_stream(circ, stream, EndReason::NotExit)
+            }
+            RelayMsg::Connected(_) | RelayMsg::Extended(_) | RelayMsg::Resolved(_) => {
+                Err(CircuitError::Protocol { circ, reason: "backward-only message sent forward" })
+            }
+        }
+    }
+
+    /// DATA for a stream ending here.
+    fn handle_data(&mut self, circ: CircId, stream: StreamId, data: Vec<u8>, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        hop.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+        match hop.streams.get_mut(&stream) {
+            Some(st) if st.connected => {
+                st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+                self.actions.push_back(RelayAction::StreamData { circ, stream, data });
+                Ok(())
+            }
+            Some(_) => Err(CircuitError::Protocol { circ, reason: "data before connected" }),
+            None => {
+                // A stream we already ended: count it as consumed at once.
+                if let Some(receipt) = hop.recv.on_consumed() {
+                    self.originate(circ, StreamId::CIRCUIT, RelayMsg::Sendme(receipt))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A SENDME from the client: verify the receipt, reopen, wake streams.
+    fn handle_sendme(&mut self, circ: CircId, stream: StreamId, receipt: &[u8; TAG_LEN]) -> Result<(), CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        let mut woken = Vec::new();
+        if stream == StreamId::CIRCUIT {
+            hop.send.on_sendme(receipt).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+            for (id, st) in &mut hop.streams {
+                if st.blocked && st.send.can_send() {
+                    st.blocked = false;
+                    woken.push(*id);
+                }
+            }
+        } else if let Some(st) = hop.streams.get_mut(&stream) {
+            st.send.on_sendme(receipt).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+            if st.blocked && st.send.can_send() && hop.send.can_send() {
+                st.blocked = false;
+                woken.push(stream);
+            }
+        }
+        for stream in woken {
+            self.actions.push_back(RelayAction::StreamWritable { circ, stream });
+        }
+        Ok(())
+    }
+
+    /// Register a new stream, enforcing uniqueness and the limit.
+    fn new_stream(&mut self, circ: CircId, stream: StreamId) -> Result<(), CircuitError> {
+        let max = self.limits.max_streams;
+        let hop = self.hop_mut(circ)?;
+        if !matches!(hop.next, NextHop::None) {
+            return Err(CircuitError::Protocol { circ, reason: "stream at a middle hop" });
+        }
+        if hop.streams.contains_key(&stream) {
+            return Err(CircuitError::Protocol { circ, reason: "stream id in use" });
+        }
+        if hop.streams.len() >= max {
+            return Err(CircuitError::Limit { circ, what: "streams per circuit" });
+        }
+        hop.streams.insert(
+            stream,
+            HopStream {
+                connected: false,
+                send: SendWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
+                recv: RecvWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
+                blocked: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Seal and queue a backward message this hop originates; returns its tag.
+    fn originate(&mut self, circ: CircId, stream: StreamId, msg: RelayMsg) -> Result<[u8; TAG_LEN], CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        let mut body: [u8; BODY_LEN] = empty_body();
+        RelayCell::new(stream, msg)
+            .encode_into(backward_region(&mut body))
+            .map_err(|source| CircuitError::Encode { circ, source })?;
+        let tag = hop
+            .layers
+            .originate_backward(&mut body)
+            .map_err(|source| CircuitError::Crypto { circ, context: "backward seal", source })?;
+        self.out.push_back(Cell::relay(circ, body));
+        Ok(tag)
+    }
+
+    /// The hop circuit `circ`, or an error.
+    fn hop_mut(&mut self, circ: CircId) -> Result<&mut HopCircuit, CircuitError> {
+        match self.circuits.get_mut(&circ) {
+            Some(Entry::Hop(hop)) => Ok(hop),
+            _ => Err(CircuitError::NotOpen { circ }),
+        }
+    }
+
+    /// Stream `stream` of hop circuit `circ`, or an error.
+    fn stream_mut(&mut self, circ: CircId, stream: StreamId) -> Result<&mut HopStream, CircuitError> {
+        self.hop_mut(circ)?.streams.get_mut(&stream).ok_or(CircuitError::NoSuchStream { circ, stream })
+    }
+
+    /// Remove a hop circuit, optionally sending DESTROY to the client side,
+    /// and report it so the driver can destroy the next hop's side.
+    fn remove_hop(&mut self, circ: CircId, reason: DestroyReason, notify_client: bool) {
+        let Some(Entry::Hop(hop)) = self.circuits.remove(&circ) else {
+            return;
+        };
+        if notify_client {
+            self.out.push_back(Cell::destroy(circ, reason));
+        }
+        for stream in hop.streams.keys() {
+            self.actions.push_back(RelayAction::StreamEnded { circ, stream: *stream, reason: EndReason::Destroyed });
+        }
+        self.actions.push_back(RelayAction::CircuitClosed { circ, next: next_route(&hop.next), reason });
+    }
+
+    /// Pick an unused id of our parity.
+    fn allocate_id(&mut self) -> CircId {
+        let bit = if self.we_initiated { CircId::INITIATOR_BIT } else { 0 };
+        loop {
+            let candidate = CircId((self.next_id & !CircId::INITIATOR_BIT) | bit);
+            self.next_id = self.next_id.wrapping_add(1);
+            if candidate.0 & !CircId::INITIATOR_BIT != 0 && !self.circuits.contains_key(&candidate) {
+                return candidate;
+            }
+        }
+    }
+}
+
+/// The onward route of a hop, if it has one.
+fn next_route(next: &NextHop) -> Option<Route> {
+    match next {
+        NextHop::AwaitingCreated(route) | NextHop::Open(route) => Some(*route),
+        NextHop::None | NextHop::Extending => None,
+    }
+}
