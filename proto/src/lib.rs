@@ -7,3 +7,4 @@ pub mod msg;
 pub mod error;
 pub mod link;
 pub mod circuit;
+pub mod redact;
