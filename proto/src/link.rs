@@ -247,6 +247,10 @@ impl LinkHandshake {
     pub fn handle_input<R: RngCore + CryptoRng>(&mut self, rng: &mut R, input: &[u8]) -> Result<usize, LinkError> {
         let mut used = 0;
         loop {
+            if self.is_finished() {
+                // Bytes after the last handshake message are transport frames.
+                return Ok(used);
+            }
             let step = self.step(rng, &input[used..]);
             match step {
                 Ok(0) => return Ok(used),

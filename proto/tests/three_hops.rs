@@ -35,7 +35,7 @@ struct ExitStream {
 enum Delivery {
     ToClient(Cell),
     ToTable { relay: usize, link: LinkId, cell: Cell },
-    FromNext { relay: usize, link: LinkId, circ: CircId, cell: Cell },
+    FromNext { relay: usize, link: LinkId, circ: CircId, from: Route, cell: Cell },
 }
 
 struct Net {
@@ -164,9 +164,9 @@ impl Net {
                     self.errors.push((relay, e));
                 }
             }
-            Delivery::FromNext { relay, link, circ, cell } => {
+            Delivery::FromNext { relay, link, circ, from, cell } => {
                 let table = self.relays[relay].tables.get_mut(&link).unwrap();
-                if let Err(e) = table.handle_from_next(circ, cell) {
+                if let Err(e) = table.handle_from_next(circ, from, cell) {
                     self.errors.push((relay, e));
                 }
             }
@@ -247,8 +247,8 @@ impl Net {
                 }
                 self.send_on_link(Some(relay), to.link, cell);
             }
-            RelayAction::Backward { to, cell } => {
-                self.queue.push_back(Delivery::FromNext { relay, link: to.link, circ: to.circ, cell });
+            RelayAction::Backward { to, from, cell } => {
+                self.queue.push_back(Delivery::FromNext { relay, link: to.link, circ: to.circ, from, cell });
             }
             RelayAction::Extend { circ, extend } => {
                 let target = self.relays.iter().position(|r| r.identity.relay_id() == extend.relay_id);

@@ -1,2 +1,84 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod exit_policy;
+pub mod keys;
+pub mod metrics;
+pub mod net;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lamina_crypto::keys::RelayId;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::exit_policy::ExitPolicy;
+use crate::keys::RelayKeys;
+use crate::net::registry::{NetConfig, RelayContext};
+
+/// A running relay (in this process).
+#[derive(Debug)]
+pub struct RelayHandle {
+    /// Shared state of the relay's tasks.
+    pub ctx: Arc<RelayContext>,
+    /// The address the relay listens on.
+    pub addr: SocketAddr,
+    /// Flips to `true` to stop every task.
+    shutdown: watch::Sender<bool>,
+    /// The accept loop.
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// The relay's identity.
+    pub fn relay_id(&self) -> RelayId {
+        self.ctx.relay_id
+    }
+
+    /// Stop accepting, close every link, and wait for the accept loop.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Signal shutdown without waiting.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Start a relay on an already-bound `listener` (STYLE.md P2: tests inject it).
+pub fn spawn(listener: TcpListener, keys: RelayKeys, policy: ExitPolicy, config: NetConfig) -> std::io::Result<RelayHandle> {
+    let addr = listener.local_addr()?;
+    let (shutdown, rx) = watch::channel(false);
+    let ctx = RelayContext::new(keys, policy, config, rx);
+    let task = tokio::spawn(net::listener::serve(Arc::clone(&ctx), listener));
+    Ok(RelayHandle { ctx, addr, shutdown, task })
+}
+
+/// Serve the Prometheus text format on `listener` until shutdown.
+pub async fn serve_metrics(ctx: Arc<RelayContext>, listener: TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut socket, _)) = accepted else { continue };
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut request)).await;
+            let body = ctx.metrics.render();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}

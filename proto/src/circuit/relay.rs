@@ -81,6 +81,8 @@ pub enum RelayAction {
     Backward {
         /// The owning link and its circuit id.
         to: Route,
+        /// The link and circuit id the cell arrived on.
+        from: Route,
         /// The cell as received from the next hop.
         cell: Cell,
     },
@@ -300,7 +302,8 @@ impl RelayCircuitTable {
                     self.circuits.remove(&circ);
                     self.actions.push_back(RelayAction::OutboundClosed { back, reason: cell.destroy_reason() });
                 } else {
-                    self.actions.push_back(RelayAction::Backward { to: back, cell });
+                    let from = Route { link: self.link, circ };
+                    self.actions.push_back(RelayAction::Backward { to: back, from, cell });
                 }
                 return Ok(());
             }
@@ -325,14 +328,20 @@ impl RelayCircuitTable {
         result
     }
 
-    /// A backward cell from the next hop of circuit `circ` (owned here).
-    pub fn handle_from_next(&mut self, circ: CircId, cell: Cell) -> Result<(), CircuitError> {
+    /// A backward cell from the next hop of circuit `circ` (owned here),
+    /// received on `from`.
+    pub fn handle_from_next(&mut self, circ: CircId, from: Route, cell: Cell) -> Result<(), CircuitError> {
         let Some(Entry::Hop(hop)) = self.circuits.get_mut(&circ) else {
             return Ok(()); // The circuit closed meanwhile; drop the cell.
         };
+        let awaiting = match hop.next {
+            NextHop::Extending => true,
+            NextHop::AwaitingCreated(route) => route == from,
+            NextHop::None | NextHop::Open(_) => false,
+        };
         let result = match (cell.command, &hop.next) {
-            (CellCommand::Created, NextHop::AwaitingCreated(route)) => {
-                let route = *route;
+            (CellCommand::Created, _) if awaiting => {
+                let route = from;
                 match cell.created_reply() {
                     Ok(reply) => {
                         hop.next = NextHop::Open(route);
@@ -341,7 +350,7 @@ impl RelayCircuitTable {
                     Err(source) => Err(CircuitError::Decode { circ, source }),
                 }
             }
-            (CellCommand::Relay, NextHop::Open(_)) => {
+            (CellCommand::Relay, NextHop::Open(route)) if *route == from => {
                 let mut cell = cell;
                 match hop.layers.relay_backward(&mut cell.payload) {
                     Ok(()) => {

@@ -1,0 +1,95 @@
+//! Relay settings: command-line flags and an optional TOML file with the
+//! same keys; flags override the file (pure: no I/O but reading the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::exit_policy::{ExitPolicy, PolicyError};
+
+/// Settings from the TOML file; every field optional.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<SocketAddr>,
+    /// Seed relays.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// Exit with the default policy.
+    pub exit: Option<bool>,
+    /// Exit policy text.
+    pub exit_policy: Option<String>,
+    /// Metrics endpoint.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The exit policy does not parse.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    /// A required setting is missing.
+    #[error("missing setting: {0} (give the flag or put it in the config file)")]
+    Missing(&'static str),
+}
+
+/// Read and parse a TOML config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() })
+}
+
+/// The exit policy implied by `--exit` / `--exit-policy` (DESIGN.md §5):
+/// a policy text implies exit; `--exit` alone gives the default policy; with
+/// neither the relay never exits.
+pub fn exit_policy(exit: bool, policy: Option<&str>, own: &[std::net::IpAddr]) -> Result<ExitPolicy, ConfigError> {
+    match policy {
+        Some(text) => Ok(ExitPolicy::parse(text)?),
+        None if exit => Ok(ExitPolicy::default_exit(own)),
+        None => Ok(ExitPolicy::reject_all()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_flags_follow_the_contract() {
+        let own = ["127.0.0.1".parse().unwrap()];
+        assert!(!exit_policy(false, None, &own).unwrap().is_exit());
+        let default = exit_policy(true, None, &own).unwrap();
+        assert!(default.allows("8.8.8.8".parse().unwrap(), 80));
+        assert!(!default.allows("127.0.0.1".parse().unwrap(), 80));
+        let custom = exit_policy(false, Some("accept 127.0.0.0/8:*, reject *:*"), &own).unwrap();
+        assert!(custom.allows("127.0.0.1".parse().unwrap(), 80));
+        assert!(exit_policy(false, Some("bogus"), &own).is_err());
+    }
+
+    #[test]
+    fn file_config_rejects_unknown_keys() {
+        assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:9001\"\nexit = true").is_ok());
+        assert!(toml::from_str::<FileConfig>("lisen = \"127.0.0.1:9001\"").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! `lamina-relay`: command line, logging and binding; everything else is
+//! the library (STYLE.md P2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lamina_relay::config::{exit_policy, read_file, ConfigError, FileConfig};
+use lamina_relay::keys::RelayKeys;
+use lamina_relay::net::registry::NetConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// A Lamina relay: carries circuits for clients, optionally as an exit.
+#[derive(Debug, Parser)]
+#[command(name = "lamina-relay", version, about, long_about = None)]
+struct Args {
+    /// Directory for keys and state (created with mode 0700; key files 0600).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on for links, e.g. 127.1.0.1:9001.
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
+    /// A relay to join the directory gossip through (repeatable).
+    #[arg(long = "seed", value_name = "IP:PORT")]
+    seeds: Vec<SocketAddr>,
+    /// Be an exit with the default policy (rejects private, loopback and
+    /// special ranges, and this relay's own addresses).
+    #[arg(long)]
+    exit: bool,
+    /// Exit policy, Tor-style, first match wins, e.g.
+    /// "accept 127.0.0.0/8:*, reject *:*" (implies --exit).
+    #[arg(long, value_name = "RULES")]
+    exit_policy: Option<String>,
+    /// Serve Prometheus metrics on this address (loopback recommended).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<SocketAddr>,
+    /// TOML file with the same settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args.data_dir.or(file.data_dir).ok_or(ConfigError::Missing("--data-dir"))?;
+    let listen = args.listen.or(file.listen).ok_or(ConfigError::Missing("--listen"))?;
+    let exit = args.exit || file.exit.unwrap_or(false);
+    let policy_text = args.exit_policy.or(file.exit_policy);
+    let policy = exit_policy(exit, policy_text.as_deref(), &[listen.ip()])?;
+    let metrics = args.metrics.or(file.metrics);
+    let mut seeds = args.seeds;
+    if seeds.is_empty() {
+        seeds = file.seeds;
+    }
+
+    let keys = RelayKeys::load_or_create(&data_dir, &mut rand_core::OsRng)
+        .with_context(|| format!("keys in {}", data_dir.display()))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let relay = lamina_relay::spawn(listener, keys, policy, NetConfig::default())?;
+    info!(relay = %relay.relay_id().short(), %listen, exit = relay.ctx.policy.is_exit(), seeds = seeds.len(), "relay started");
+    if let Some(addr) = metrics {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tokio::spawn(lamina_relay::serve_metrics(std::sync::Arc::clone(&relay.ctx), listener));
+    }
+    shutdown_signal().await;
+    info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// Resolve on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,149 @@
+//! Exit streams (DESIGN.md §4 "Exit policy", spec §7.5): resolve at the
+//! exit, check the policy on every resolved address, connect with a
+//! time-out, then pump bytes both ways with the link task.
+//!
+//! Destinations are never logged at info level or above.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lamina_proto::cell::CircId;
+use lamina_proto::circuit::flow::STREAM_WINDOW_START;
+use lamina_proto::msg::{EndReason, StreamId, Target};
+use lamina_proto::redact::Redacted;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::registry::{LinkCmd, RelayContext};
+
+/// Most bytes read from a destination per message to the link task.
+const READ_CHUNK: usize = 32 * 1024;
+
+/// Open an exit stream and report to the link task that owns the circuit.
+pub async fn open_stream(
+    ctx: Arc<RelayContext>,
+    inbox: mpsc::Sender<LinkCmd>,
+    circ: CircId,
+    stream: StreamId,
+    target: Target,
+    port: u16,
+) {
+    let outcome = tokio::time::timeout(ctx.config.connect_timeout, connect(&ctx, &target, port)).await;
+    let socket = match outcome {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(reason)) => {
+            ctx.metrics.streams_failed.inc();
+            let _ = inbox.send(LinkCmd::StreamFailed { circ, stream, reason }).await;
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.streams_failed.inc();
+            let _ = inbox.send(LinkCmd::StreamFailed { circ, stream, reason: EndReason::Timeout }).await;
+            return;
+        }
+    };
+    ctx.metrics.streams_opened.inc();
+    let _ = socket.set_nodelay(true);
+    let addr = socket.peer_addr().ok().map(|a| a.ip());
+    let (read_half, write_half) = socket.into_split();
+    // One window of cells can be in flight to the socket, never more.
+    let capacity = usize::try_from(STREAM_WINDOW_START).unwrap_or(1000) + 64;
+    let (to_socket, from_link) = mpsc::channel(capacity);
+    if inbox.send(LinkCmd::StreamConnected { circ, stream, addr, to_socket }).await.is_err() {
+        return;
+    }
+    tokio::spawn(write_to_destination(write_half, from_link, inbox.clone(), circ, stream));
+    tokio::spawn(read_from_destination(read_half, inbox, circ, stream));
+}
+
+/// Resolve, apply the policy to every address, connect to the first allowed.
+async fn connect(ctx: &RelayContext, target: &Target, port: u16) -> Result<TcpStream, EndReason> {
+    let addrs: Vec<SocketAddr> = match target {
+        Target::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Target::Hostname(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|_| EndReason::ResolveFailed)?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(EndReason::ResolveFailed);
+    }
+    let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| ctx.policy.allows(a.ip(), port)).collect();
+    if allowed.is_empty() {
+        ctx.metrics.streams_rejected_policy.inc();
+        debug!(target = ?Redacted(target), "exit policy refused every resolved address");
+        return Err(EndReason::ExitPolicy);
+    }
+    let mut last = EndReason::ConnectRefused;
+    for addr in allowed {
+        match TcpStream::connect(addr).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = end_reason_for(&e),
+        }
+    }
+    Err(last)
+}
+
+/// Map a connect error onto an END reason.
+fn end_reason_for(e: &std::io::Error) -> EndReason {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => EndReason::ConnectRefused,
+        ErrorKind::TimedOut => EndReason::Timeout,
+        ErrorKind::ConnectionReset => EndReason::ConnReset,
+        _ => EndReason::NoRoute,
+    }
+}
+
+/// Write DATA from the circuit to the destination, reporting consumption.
+async fn write_to_destination(
+    mut socket: OwnedWriteHalf,
+    mut from_link: mpsc::Receiver<Vec<u8>>,
+    inbox: mpsc::Sender<LinkCmd>,
+    circ: CircId,
+    stream: StreamId,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = from_link.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        let mut cells = 1u32;
+        while let Ok(more) = from_link.try_recv() {
+            batch.extend_from_slice(&more);
+            cells += 1;
+            if batch.len() >= 256 * 1024 {
+                break;
+            }
+        }
+        if socket.write_all(&batch).await.is_err() {
+            break;
+        }
+        if inbox.send(LinkCmd::StreamConsumed { circ, stream, cells }).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Read from the destination and hand bytes to the link task, one chunk at
+/// a time: the next read waits until the last chunk is packaged, so a
+/// closed window stops reading (no unbounded buffering).
+async fn read_from_destination(mut socket: OwnedReadHalf, inbox: mpsc::Sender<LinkCmd>, circ: CircId, stream: StreamId) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let (done, packaged) = oneshot::channel();
+                let cmd = LinkCmd::StreamBytes { circ, stream, data: buf[..n].to_vec(), done };
+                if inbox.send(cmd).await.is_err() || packaged.await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = inbox.send(LinkCmd::StreamEof { circ, stream }).await;
+}

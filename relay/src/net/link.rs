@@ -1,0 +1,499 @@
+//! One link of a relay: a reader task that owns the link's circuit table
+//! and a writer task that batches cells into Noise frames (spec §3.4, §6.4).
+//!
+//! The reader task is shaped like a mini-redis connection handler: it owns
+//! the socket's read half and the table, waits for the earlier of "bytes
+//! arrived" and "a command arrived", feeds the core, then drains every
+//! output before reading again (local output before remote input, STYLE.md
+//! P11). Cells for this link go to the writer task through a bounded
+//! channel; cells for other links go straight to their writer (forward) or
+//! their reader (backward, which must add a layer) — never through a lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lamina_proto::cell::{Cell, CellCommand, CircId, DestroyReason, CELL_LEN};
+use lamina_proto::circuit::relay::{HopKeysRef, LinkId, RelayAction, RelayCircuitTable, Route};
+use lamina_proto::error::{CircuitError, Fault};
+use lamina_proto::link::{LinkReceiver, LinkSender, PeerIdentity, MAX_BATCH_CELLS};
+use lamina_proto::msg::{EndReason, StreamId};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, trace, warn};
+
+use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
+use crate::net::exit;
+
+/// Most cells the writer gathers into one write.
+const WRITE_GATHER_CELLS: usize = 1024;
+/// Socket read buffer size.
+const READ_BUF: usize = 256 * 1024;
+
+/// Start the tasks of an established link. Returns its id and handle; the
+/// tasks run until the link closes or the relay shuts down.
+pub fn start_link(
+    ctx: &Arc<RelayContext>,
+    stream: TcpStream,
+    sender: LinkSender,
+    receiver: LinkReceiver,
+    leftover: Vec<u8>,
+    peer: PeerIdentity,
+    we_initiated: bool,
+) -> (LinkId, LinkHandle) {
+    let id = ctx.allocate_link_id();
+    let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+    let (writer_tx, writer_rx) = mpsc::channel(WRITER_CAPACITY);
+    let handle = LinkHandle { inbox: inbox_tx, writer: writer_tx };
+    let peer_relay = match peer {
+        PeerIdentity::Relay(id) => Some(id),
+        PeerIdentity::Anonymous => None,
+    };
+    ctx.register(id, handle.clone(), peer_relay);
+    ctx.metrics.links_open.inc();
+    let (read_half, write_half) = stream.into_split();
+    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx));
+    let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
+    let task = LinkTask {
+        ctx: Arc::clone(ctx),
+        id,
+        table,
+        rng: ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([0; 32])),
+        own: handle.clone(),
+        cache: HashMap::new(),
+        streams: HashMap::new(),
+        creates: TokenBucket::new(ctx.config.create_rate, ctx.config.create_burst),
+    };
+    tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
+    (id, handle)
+}
+
+/// An exit stream as the link task tracks it.
+struct ExitStream {
+    /// Bytes for the destination socket.
+    to_socket: mpsc::Sender<Vec<u8>>,
+    /// Bytes read from the destination that did not fit the window yet.
+    pending: Option<Pending>,
+    /// The destination closed; end the stream once `pending` is sent.
+    eof: bool,
+}
+
+/// Destination bytes waiting for window.
+struct Pending {
+    /// The bytes.
+    data: Vec<u8>,
+    /// How many were already packaged.
+    offset: usize,
+    /// Signalled when all are packaged.
+    done: oneshot::Sender<()>,
+}
+
+/// A token bucket for CREATE cells (Tor's per-peer creation rate limit).
+struct TokenBucket {
+    /// Tokens per second.
+    rate: f64,
+    /// Capacity.
+    burst: f64,
+    /// Tokens now.
+    tokens: f64,
+    /// Last refill.
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst, tokens: burst, last: Instant::now() }
+    }
+
+    /// Take a token if one is available.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The reader task's state.
+struct LinkTask {
+    /// Shared relay state.
+    ctx: Arc<RelayContext>,
+    /// This link.
+    id: LinkId,
+    /// The sans-IO circuit table.
+    table: RelayCircuitTable,
+    /// Randomness for circuit handshakes.
+    rng: ChaCha20Rng,
+    /// Our own channels.
+    own: LinkHandle,
+    /// Handles of other links we talk to (no lock on the cell path).
+    cache: HashMap<LinkId, LinkHandle>,
+    /// Exit streams of circuits owned here.
+    streams: HashMap<(CircId, StreamId), ExitStream>,
+    /// CREATE rate limit.
+    creates: TokenBucket,
+}
+
+impl LinkTask {
+    /// The main loop.
+    async fn run(
+        mut self,
+        mut reader: OwnedReadHalf,
+        mut receiver: LinkReceiver,
+        leftover: Vec<u8>,
+        mut inbox: mpsc::Receiver<LinkCmd>,
+    ) {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
+        buf.extend_from_slice(&leftover);
+        let mut alive = self.handle_bytes(&mut receiver, &mut buf);
+        self.flush().await;
+        while alive {
+            tokio::select! {
+                cmd = inbox.recv() => match cmd {
+                    Some(cmd) => self.handle_cmd(cmd),
+                    None => alive = false,
+                },
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => alive = false,
+                    Ok(n) => {
+                        self.ctx.metrics.bytes_in.add(n as u64);
+                        alive = self.handle_bytes(&mut receiver, &mut buf);
+                    }
+                },
+                _ = shutdown.changed() => alive = false,
+            }
+            self.flush().await;
+            if buf.capacity() - buf.len() < CELL_LEN * MAX_BATCH_CELLS {
+                buf.reserve(READ_BUF);
+            }
+        }
+        debug!(link = self.id.0, "link closed");
+        self.ctx.deregister(self.id);
+        self.ctx.metrics.links_open.dec();
+        self.table.link_closed();
+        self.streams.clear();
+        self.flush().await;
+    }
+
+    /// Decrypt every complete frame in `buf` and feed its cells to the
+    /// table. Returns false if the link must close.
+    fn handle_bytes(&mut self, receiver: &mut LinkReceiver, buf: &mut Vec<u8>) -> bool {
+        let mut cells = Vec::new();
+        let mut pos = 0;
+        loop {
+            match receiver.open_frame(&buf[pos..], &mut cells) {
+                Ok(Some(used)) => pos += used,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(link = self.id.0, error = %e, "closing link: bad frame");
+                    return false;
+                }
+            }
+        }
+        buf.drain(..pos);
+        self.ctx.metrics.cells_in.add(cells.len() as u64);
+        for cell in cells {
+            self.handle_cell(cell);
+        }
+        true
+    }
+
+    /// One cell from the peer.
+    fn handle_cell(&mut self, cell: Cell) {
+        if cell.command == CellCommand::Create {
+            if !self.creates.take() {
+                self.ctx.metrics.creates_rate_limited.inc();
+                let _ = self.own.writer.try_send(vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
+                return;
+            }
+            self.ctx.metrics.circuits_created.inc();
+        }
+        let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key: &self.ctx.keys.onion };
+        if let Err(e) = self.table.handle_cell(&mut self.rng, &keys, cell) {
+            self.log_circuit_error(&e);
+        }
+    }
+
+    /// Log a circuit error at the level its fault deserves.
+    fn log_circuit_error(&self, e: &CircuitError) {
+        match e.fault() {
+            Fault::Peer => {
+                self.ctx.metrics.circuits_rejected_protocol.inc();
+                debug!(link = self.id.0, error = %e, "circuit closed: peer violated the protocol");
+            }
+            Fault::Environment => debug!(link = self.id.0, error = %e, "circuit closed: limit"),
+            Fault::Local => warn!(link = self.id.0, error = %e, "circuit closed: internal error"),
+        }
+    }
+
+    /// A command from another task.
+    fn handle_cmd(&mut self, cmd: LinkCmd) {
+        let result = match cmd {
+            LinkCmd::FromNext(cells) => {
+                for (circ, from, cell) in cells {
+                    if let Err(e) = self.table.handle_from_next(circ, from, cell) {
+                        self.log_circuit_error(&e);
+                    }
+                }
+                Ok(())
+            }
+            LinkCmd::OpenOutbound { back, onionskin, reply } => {
+                let _ = reply.send(self.table.open_outbound(back, &onionskin).ok());
+                Ok(())
+            }
+            LinkCmd::ExtendDone { circ, next } => {
+                match next {
+                    Some(route) => self.table.extend_started(circ, route),
+                    None => self.table.extend_failed(circ),
+                }
+                Ok(())
+            }
+            LinkCmd::CloseOutbound { circ, reason } => {
+                self.table.close_outbound(circ, reason);
+                Ok(())
+            }
+            LinkCmd::NextHopClosed { circ, reason } => {
+                self.table.next_hop_closed(circ, reason);
+                Ok(())
+            }
+            other => self.handle_stream_cmd(other),
+        };
+        if let Err(e) = result {
+            self.log_circuit_error(&e);
+        }
+    }
+
+    /// Commands about exit streams.
+    fn handle_stream_cmd(&mut self, cmd: LinkCmd) -> Result<(), CircuitError> {
+        match cmd {
+            LinkCmd::StreamConnected { circ, stream, addr, to_socket } => {
+                if self.table.stream_connected(circ, stream, addr).is_ok() {
+                    self.streams.insert((circ, stream), ExitStream { to_socket, pending: None, eof: false });
+                }
+                Ok(())
+            }
+            LinkCmd::StreamFailed { circ, stream, reason } => self.table.end_stream(circ, stream, reason),
+            LinkCmd::StreamBytes { circ, stream, data, done } => {
+                let Some(st) = self.streams.get_mut(&(circ, stream)) else {
+                    return Ok(());
+                };
+                st.pending = Some(Pending { data, offset: 0, done });
+                self.resume(circ, stream)
+            }
+            LinkCmd::StreamEof { circ, stream } => {
+                if let Some(st) = self.streams.get_mut(&(circ, stream)) {
+                    st.eof = true;
+                }
+                self.resume(circ, stream)
+            }
+            LinkCmd::StreamConsumed { circ, stream, cells } => {
+                for _ in 0..cells {
+                    self.table.stream_consumed(circ, stream)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Package pending destination bytes as far as the windows allow; end
+    /// the stream once the destination closed and everything was sent.
+    fn resume(&mut self, circ: CircId, stream: StreamId) -> Result<(), CircuitError> {
+        let Some(st) = self.streams.get_mut(&(circ, stream)) else {
+            return Ok(());
+        };
+        if let Some(mut pending) = st.pending.take() {
+            let n = self.table.send_stream_data(circ, stream, &pending.data[pending.offset..])?;
+            pending.offset += n;
+            if pending.offset < pending.data.len() {
+                if let Some(st) = self.streams.get_mut(&(circ, stream)) {
+                    st.pending = Some(pending);
+                }
+                return Ok(());
+            }
+            let _ = pending.done.send(());
+        }
+        if self.streams.get(&(circ, stream)).is_some_and(|s| s.eof && s.pending.is_none()) {
+            self.streams.remove(&(circ, stream));
+            self.table.end_stream(circ, stream, EndReason::Done)?;
+        }
+        Ok(())
+    }
+
+    /// Drain the table: cells for our writer, cells and commands for other
+    /// links, and actions for us.
+    async fn flush(&mut self) {
+        let mut own = Vec::new();
+        let mut forward: HashMap<LinkId, Vec<Cell>> = HashMap::new();
+        let mut backward: HashMap<LinkId, Vec<(CircId, Route, Cell)>> = HashMap::new();
+        let mut commands: Vec<(LinkId, LinkCmd)> = Vec::new();
+        loop {
+            while let Some(cell) = self.table.poll_transmit() {
+                own.push(cell);
+            }
+            let Some(action) = self.table.poll_action() else { break };
+            self.handle_action(action, &mut forward, &mut backward, &mut commands);
+        }
+        if !own.is_empty() {
+            self.ctx.metrics.cells_out.add(own.len() as u64);
+            let _ = self.own.writer.send(own).await;
+        }
+        for (link, cells) in forward {
+            if let Some(h) = self.handle_of(link) {
+                self.ctx.metrics.cells_out.add(cells.len() as u64);
+                let _ = h.writer.send(cells).await;
+            }
+        }
+        for (link, cells) in backward {
+            if let Some(h) = self.handle_of(link) {
+                let _ = h.inbox.send(LinkCmd::FromNext(cells)).await;
+            }
+        }
+        for (link, cmd) in commands {
+            if let Some(h) = self.handle_of(link) {
+                let _ = h.inbox.send(cmd).await;
+            }
+        }
+    }
+
+    /// The handle of another link (cached; one registry lookup per link).
+    fn handle_of(&mut self, link: LinkId) -> Option<LinkHandle> {
+        if link == self.id {
+            return Some(self.own.clone());
+        }
+        if let Some(h) = self.cache.get(&link) {
+            if !h.inbox.is_closed() {
+                return Some(h.clone());
+            }
+            self.cache.remove(&link);
+        }
+        let h = self.ctx.link(link)?;
+        self.cache.insert(link, h.clone());
+        Some(h)
+    }
+
+    /// One action of the table.
+    fn handle_action(
+        &mut self,
+        action: RelayAction,
+        forward: &mut HashMap<LinkId, Vec<Cell>>,
+        backward: &mut HashMap<LinkId, Vec<(CircId, Route, Cell)>>,
+        commands: &mut Vec<(LinkId, LinkCmd)>,
+    ) {
+        match action {
+            RelayAction::Forward { to, cell } => forward.entry(to.link).or_default().push(cell),
+            RelayAction::Backward { to, from, cell } => backward.entry(to.link).or_default().push((to.circ, from, cell)),
+            RelayAction::Extend { circ, extend } => {
+                tokio::spawn(extend_circuit(Arc::clone(&self.ctx), Route { link: self.id, circ }, extend, self.own.clone()));
+            }
+            RelayAction::Begin { circ, stream, target, port } => {
+                tokio::spawn(exit::open_stream(Arc::clone(&self.ctx), self.own.inbox.clone(), circ, stream, target, port));
+            }
+            RelayAction::BeginDir { circ, stream } => {
+                // The directory service is attached by the directory driver;
+                // without one, the stream is refused cleanly.
+                trace!(link = self.id.0, "BEGIN_DIR without a directory service");
+                let _ = self.table.end_stream(circ, stream, EndReason::NotExit);
+            }
+            RelayAction::StreamData { circ, stream, data } => {
+                let overrun = match self.streams.get(&(circ, stream)) {
+                    Some(st) => st.to_socket.try_send(data).is_err() && !st.to_socket.is_closed(),
+                    None => false,
+                };
+                if overrun {
+                    self.streams.remove(&(circ, stream));
+                    let _ = self.table.end_stream(circ, stream, EndReason::Protocol);
+                }
+            }
+            RelayAction::StreamEnded { circ, stream, .. } => {
+                self.streams.remove(&(circ, stream));
+            }
+            RelayAction::StreamWritable { circ, stream } => {
+                if let Err(e) = self.resume(circ, stream) {
+                    self.log_circuit_error(&e);
+                }
+            }
+            RelayAction::CircuitClosed { circ, next, reason } => {
+                self.streams.retain(|(c, _), _| *c != circ);
+                if let Some(next) = next {
+                    commands.push((next.link, LinkCmd::CloseOutbound { circ: next.circ, reason }));
+                }
+            }
+            RelayAction::OutboundClosed { back, reason } => {
+                commands.push((back.link, LinkCmd::NextHopClosed { circ: back.circ, reason }));
+            }
+        }
+    }
+}
+
+/// Extend a circuit owned by `owner`: reuse or open a link to the next
+/// relay, open a circuit there, and report back (spec §7.6).
+async fn extend_circuit(
+    ctx: Arc<RelayContext>,
+    owner: Route,
+    extend: Box<lamina_proto::msg::Extend>,
+    owner_handle: LinkHandle,
+) {
+    let next = async {
+        let (link, handle) = match ctx.link_to(&extend.relay_id) {
+            Some(found) => found,
+            None => super::listener::connect_relay(&ctx, extend.addr, extend.relay_id, extend.link_key).await.ok()?,
+        };
+        let (reply, answer) = oneshot::channel();
+        let cmd = LinkCmd::OpenOutbound { back: owner, onionskin: Box::new(extend.onionskin), reply };
+        handle.inbox.send(cmd).await.ok()?;
+        let circ = answer.await.ok()??;
+        Some(Route { link, circ })
+    }
+    .await;
+    if next.is_none() {
+        debug!(link = owner.link.0, "extend failed");
+    }
+    let _ = owner_handle.inbox.send(LinkCmd::ExtendDone { circ: owner.circ, next }).await;
+}
+
+/// The writer task: gather queued cells, seal them in batches, write once.
+async fn writer_task(
+    ctx: Arc<RelayContext>,
+    mut socket: OwnedWriteHalf,
+    mut sender: LinkSender,
+    mut queue: mpsc::Receiver<Vec<Cell>>,
+) {
+    let mut plain = Vec::with_capacity(MAX_BATCH_CELLS * CELL_LEN);
+    let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
+    while let Some(mut cells) = queue.recv().await {
+        while cells.len() < WRITE_GATHER_CELLS {
+            match queue.try_recv() {
+                Ok(more) => cells.extend(more),
+                Err(_) => break,
+            }
+        }
+        out.clear();
+        for chunk in cells.chunks(MAX_BATCH_CELLS) {
+            plain.clear();
+            for cell in chunk {
+                cell.encode_into(&mut plain);
+            }
+            if sender.seal_encoded(&plain, &mut out).is_err() {
+                return;
+            }
+        }
+        if socket.write_all(&out).await.is_err() {
+            return;
+        }
+        ctx.metrics.bytes_out.add(out.len() as u64);
+    }
+    let _ = socket.shutdown().await;
+}

@@ -1,0 +1,273 @@
+//! Live links of a relay and the shared context every task sees.
+//!
+//! The registry is behind a `std::sync::Mutex` held only for map lookups and
+//! inserts, never across `.await`; link tasks cache the handles they use, so
+//! the cell path takes no lock (spec §6.4).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lamina_crypto::keys::RelayId;
+use lamina_proto::cell::{Cell, CircId, DestroyReason};
+use lamina_proto::circuit::relay::{LinkId, Route, TableLimits};
+use lamina_proto::link::LinkCert;
+use lamina_proto::msg::{EndReason, StreamId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::exit_policy::ExitPolicy;
+use crate::keys::RelayKeys;
+use crate::metrics::Metrics;
+
+/// Capacity of a link's command inbox.
+pub const INBOX_CAPACITY: usize = 4096;
+/// Capacity of a link's writer queue, in batches.
+pub const WRITER_CAPACITY: usize = 1024;
+
+/// A command for a link's reader task (which owns the circuit table).
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// Backward cells from the next hops of circuits owned here, each with
+    /// the circuit id here and the route it arrived on.
+    FromNext(Vec<(CircId, Route, Cell)>),
+    /// Open a circuit on this link for a circuit owned by `back`.
+    OpenOutbound {
+        /// The owning link and circuit.
+        back: Route,
+        /// The onionskin for the CREATE.
+        onionskin: Box<[u8; lamina_crypto::handshake::ONIONSKIN_LEN]>,
+        /// Where to send the new circuit id.
+        reply: oneshot::Sender<Option<CircId>>,
+    },
+    /// An extension of circuit `circ` finished.
+    ExtendDone {
+        /// The circuit on this link.
+        circ: CircId,
+        /// The next hop's route, or `None` on failure.
+        next: Option<Route>,
+    },
+    /// The owner of outbound circuit `circ` closed it.
+    CloseOutbound {
+        /// The circuit on this link.
+        circ: CircId,
+        /// Why.
+        reason: DestroyReason,
+    },
+    /// The next hop of circuit `circ` (owned here) closed.
+    NextHopClosed {
+        /// The circuit.
+        circ: CircId,
+        /// Why.
+        reason: DestroyReason,
+    },
+    /// An exit stream connected; `to_socket` carries its bytes.
+    StreamConnected {
+        /// Circuit.
+        circ: CircId,
+        /// Stream.
+        stream: StreamId,
+        /// Address reached (told to the client).
+        addr: Option<std::net::IpAddr>,
+        /// Bytes to write to the destination.
+        to_socket: mpsc::Sender<Vec<u8>>,
+    },
+    /// An exit stream failed to open.
+    StreamFailed {
+        /// Circuit.
+        circ: CircId,
+        /// Stream.
+        stream: StreamId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Bytes read from a destination; reply when all are packaged.
+    StreamBytes {
+        /// Circuit.
+        circ: CircId,
+        /// Stream.
+        stream: StreamId,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Signalled once every byte was packaged into cells.
+        done: oneshot::Sender<()>,
+    },
+    /// The destination closed its side.
+    StreamEof {
+        /// Circuit.
+        circ: CircId,
+        /// Stream.
+        stream: StreamId,
+    },
+    /// `cells` DATA cells of a stream were written to the destination.
+    StreamConsumed {
+        /// Circuit.
+        circ: CircId,
+        /// Stream.
+        stream: StreamId,
+        /// How many.
+        cells: u32,
+    },
+}
+
+/// The channels of one live link.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    /// Commands for the reader task.
+    pub inbox: mpsc::Sender<LinkCmd>,
+    /// Cells for the writer task.
+    pub writer: mpsc::Sender<Vec<Cell>>,
+}
+
+/// Links by id and by peer relay.
+#[derive(Debug, Default)]
+struct Registry {
+    /// Every live link.
+    links: HashMap<LinkId, LinkHandle>,
+    /// Relay links by peer identity (for reuse on EXTEND).
+    by_relay: HashMap<RelayId, LinkId>,
+}
+
+/// Tunables of the relay's drivers.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Circuit table limits per link.
+    pub table_limits: TableLimits,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Time allowed for a link handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed to resolve and connect an exit stream.
+    pub connect_timeout: Duration,
+    /// CREATE cells accepted per second per link (token bucket rate).
+    pub create_rate: f64,
+    /// Burst of CREATE cells per link.
+    pub create_burst: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            table_limits: TableLimits::default(),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            create_rate: 100.0,
+            create_burst: 200.0,
+        }
+    }
+}
+
+/// Everything the relay's tasks share.
+pub struct RelayContext {
+    /// Our keys.
+    pub keys: RelayKeys,
+    /// Our relay id.
+    pub relay_id: RelayId,
+    /// Our link certificate.
+    pub cert: LinkCert,
+    /// The exit policy (reject-all for non-exits).
+    pub policy: ExitPolicy,
+    /// Driver tunables.
+    pub config: NetConfig,
+    /// Counters for the metrics endpoint.
+    pub metrics: Metrics,
+    /// Whether the relay is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Live links.
+    registry: Mutex<Registry>,
+    /// Next link id.
+    next_link: AtomicU64,
+    /// Connections per remote IP.
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+impl std::fmt::Debug for RelayContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayContext").field("relay_id", &self.relay_id).finish_non_exhaustive()
+    }
+}
+
+impl RelayContext {
+    /// A context for `keys` with `policy`.
+    pub fn new(keys: RelayKeys, policy: ExitPolicy, config: NetConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let relay_id = keys.identity.relay_id();
+        let cert = LinkCert::new(&keys.identity, &keys.link.link_public());
+        Arc::new(Self {
+            keys,
+            relay_id,
+            cert,
+            policy,
+            config,
+            metrics: Metrics::default(),
+            shutdown,
+            registry: Mutex::new(Registry::default()),
+            next_link: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A fresh link id.
+    pub fn allocate_link_id(&self) -> LinkId {
+        LinkId(self.next_link.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Register a live link (and its peer relay, if any).
+    pub fn register(&self, id: LinkId, handle: LinkHandle, peer: Option<RelayId>) {
+        let mut reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reg.links.insert(id, handle);
+        if let Some(relay) = peer {
+            reg.by_relay.insert(relay, id);
+        }
+    }
+
+    /// Forget a link.
+    pub fn deregister(&self, id: LinkId) {
+        let mut reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reg.links.remove(&id);
+        reg.by_relay.retain(|_, l| *l != id);
+    }
+
+    /// The handle of link `id`.
+    pub fn link(&self, id: LinkId) -> Option<LinkHandle> {
+        let reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reg.links.get(&id).cloned()
+    }
+
+    /// A live link to `relay`, if we have one.
+    pub fn link_to(&self, relay: &RelayId) -> Option<(LinkId, LinkHandle)> {
+        let reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = *reg.by_relay.get(relay)?;
+        reg.links.get(&id).map(|h| (id, h.clone()))
+    }
+
+    /// Number of live links.
+    pub fn link_count(&self) -> usize {
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).links.len()
+    }
+
+    /// Count a new connection from `ip`; false if over the per-IP limit.
+    pub fn admit_ip(&self, ip: std::net::IpAddr) -> bool {
+        let mut map = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A connection from `ip` ended.
+    pub fn release_ip(&self, ip: std::net::IpAddr) {
+        let mut map = self.per_ip.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
