@@ -1,2 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod circmgr;
+pub mod error;
+pub mod net;
+pub mod path;
+pub mod socks;
+
+pub use circmgr::{Client, ClientConfig, ClientStream, Isolation};
+pub use error::ClientError;

@@ -325,3 +325,36 @@ impl RelayLayers {
         self.backward.counter = counter;
     }
 }
+
+/// Raw ChaCha20-Poly1305 (RFC 8439 §2.8) seal of `buf` in place under `key`
+/// and the full 96-bit `nonce`, authenticating `ad`; returns the detached tag.
+///
+/// Not used by the layers themselves (they build their nonces from
+/// counters); exposed so the known-answer tests can check the primitive
+/// against RFC 8439 §2.8.2 through this crate rather than the dependency.
+pub fn chacha20poly1305_seal_raw(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; 12],
+    ad: &[u8],
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN], CryptoError> {
+    let tag = ChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), ad, buf)
+        .map_err(|_| CryptoError::OutOfRange("aead input too long"))?;
+    Ok(tag.into())
+}
+
+/// Raw ChaCha20-Poly1305 (RFC 8439 §2.8) open of `buf` in place: the
+/// counterpart of [`chacha20poly1305_seal_raw`]. On failure `buf` is
+/// unchanged and the error is [`CryptoError::AuthenticationFailed`].
+pub fn chacha20poly1305_open_raw(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; 12],
+    ad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8; TAG_LEN],
+) -> Result<(), CryptoError> {
+    ChaCha20Poly1305::new(key.into())
+        .decrypt_in_place_detached(Nonce::from_slice(nonce), ad, buf, Tag::from_slice(tag))
+        .map_err(|_| CryptoError::AuthenticationFailed)
+}

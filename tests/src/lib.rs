@@ -1,2 +1,193 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// The harness is test support code: failing loudly on a broken set-up is
+// what a test wants, so unwrap/expect are allowed here (STYLE.md Part C).
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lamina_client::path::RelayInfo;
+use lamina_client::{Client, ClientConfig};
+use lamina_proto::circuit::client::HopSpec;
+use lamina_relay::exit_policy::ExitPolicy;
+use lamina_relay::keys::RelayKeys;
+use lamina_relay::net::registry::NetConfig;
+use lamina_relay::RelayHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The policy of testnet exits: loopback destinations only.
+pub const TESTNET_EXIT_POLICY: &str = "accept 127.0.0.0/8:*, accept [::1]:*, reject *:*";
+
+/// A whole network in this process.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The relays, in start order.
+    pub relays: Vec<RelayHandle>,
+    /// What the client knows about them.
+    pub infos: Vec<RelayInfo>,
+    /// The client.
+    pub client: Client,
+    /// Where the SOCKS listener listens.
+    pub socks_addr: SocketAddr,
+    /// Stops the SOCKS listener.
+    socks_shutdown: watch::Sender<bool>,
+    /// The SOCKS listener task.
+    socks_task: JoinHandle<()>,
+}
+
+/// The loopback address of relay `i`: 127.(i+1).0.1, a distinct /16 each.
+pub fn relay_ip(i: usize) -> IpAddr {
+    let octet = u8::try_from(i + 1).unwrap_or(u8::MAX);
+    IpAddr::V4(Ipv4Addr::new(127, octet, 0, 1))
+}
+
+impl TestNet {
+    /// Start `relays` relays, the first `exits` of them exits (loopback
+    /// allowed), a client, and a SOCKS listener on `socks` (port 0 = any).
+    pub async fn start(relays: usize, exits: usize, socks: SocketAddr) -> anyhow::Result<Self> {
+        let mut handles = Vec::with_capacity(relays);
+        let mut infos = Vec::with_capacity(relays);
+        for i in 0..relays {
+            let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
+            let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
+            let exit = i < exits;
+            let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
+            let handle = lamina_relay::spawn(listener, keys, policy, NetConfig::default())?;
+            infos.push(RelayInfo {
+                hop: HopSpec {
+                    relay_id: handle.relay_id(),
+                    onion_key: handle.ctx.keys.onion.onion_public(),
+                    link_key: handle.ctx.keys.link.link_public(),
+                    addr: handle.addr,
+                },
+                bandwidth: 1000,
+                family: Vec::new(),
+                exit_ports: if exit { vec![(1, u16::MAX)] } else { Vec::new() },
+            });
+            handles.push(handle);
+        }
+        let client = Client::new(ClientConfig::default(), infos.clone(), Vec::new());
+        let listener = TcpListener::bind(socks).await?;
+        let socks_addr = listener.local_addr()?;
+        let (socks_shutdown, rx) = watch::channel(false);
+        let socks_task = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, rx));
+        Ok(Self { relays: handles, infos, client, socks_addr, socks_shutdown, socks_task })
+    }
+
+    /// Wait until the client holds a built circuit (or `limit` passes).
+    pub async fn ready(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.client.ensure_prebuilt().await > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Stop everything.
+    pub async fn shutdown(self) {
+        let _ = self.socks_shutdown.send(true);
+        let _ = self.socks_task.await;
+        for relay in self.relays {
+            relay.shutdown().await;
+        }
+    }
+}
+
+/// A local TCP server that sends `payload` to every connection, then
+/// closes; stopped when the handle is aborted or dropped with the runtime.
+pub async fn serve_payload(ip: IpAddr, payload: std::sync::Arc<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let payload = std::sync::Arc::clone(&payload);
+            tokio::spawn(async move {
+                let _ = socket.write_all(&payload).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A local echo server.
+pub async fn serve_echo(ip: IpAddr) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if socket.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Open a SOCKS5 CONNECT to `host:port` through `proxy` (no auth or
+/// username/password); returns the socket after a success reply, or the
+/// reply code.
+pub async fn socks5_connect(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    auth: Option<(&str, &str)>,
+) -> std::io::Result<Result<tokio::net::TcpStream, u8>> {
+    let mut s = tokio::net::TcpStream::connect(proxy).await?;
+    match auth {
+        None => s.write_all(&[5, 1, 0]).await?,
+        Some(_) => s.write_all(&[5, 1, 2]).await?,
+    }
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).await?;
+    if let Some((user, pass)) = auth {
+        let mut msg = vec![1, u8::try_from(user.len()).unwrap()];
+        msg.extend_from_slice(user.as_bytes());
+        msg.push(u8::try_from(pass.len()).unwrap());
+        msg.extend_from_slice(pass.as_bytes());
+        s.write_all(&msg).await?;
+        s.read_exact(&mut reply).await?;
+    }
+    let mut req = vec![5, 1, 0];
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            req.push(1);
+            req.extend_from_slice(&v4.octets());
+        }
+        Ok(IpAddr::V6(v6)) => {
+            req.push(4);
+            req.extend_from_slice(&v6.octets());
+        }
+        Err(_) => {
+            req.push(3);
+            req.push(u8::try_from(host.len()).unwrap());
+            req.extend_from_slice(host.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 10];
+    s.read_exact(&mut head).await?;
+    if head[1] == 0 {
+        Ok(Ok(s))
+    } else {
+        Ok(Err(head[1]))
+    }
+}

@@ -1,0 +1,403 @@
+//! The circuit manager: which circuit a new stream uses, when to build one,
+//! and how to recover (DESIGN.md §4 "Client proxy", "Circuits").
+//!
+//! - Circuits are built ahead of demand, so a first request does not wait
+//!   for a three-hop build.
+//! - A clean circuit is claimed by the first stream's isolation class
+//!   (SOCKS credentials, as Tor's IsolateSOCKSAuth); streams of different
+//!   classes never share a circuit; streams of one class share circuits.
+//! - A circuit takes new streams only for `max_dirtiness` after its first
+//!   stream; then it is retired for new streams.
+//! - A failed build is retried on another path; a relay that keeps failing
+//!   is avoided for a while; a stream refused by an exit's policy is retried
+//!   once on another exit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lamina_crypto::keys::RelayId;
+use lamina_proto::cell::CircId;
+use lamina_proto::circuit::client::HopSpec;
+use lamina_proto::msg::{EndReason, StreamId, Target};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::error::ClientError;
+use crate::net::guard::{GuardLink, StreamEvent};
+use crate::path::{choose_guards, select_path, RelayInfo};
+
+/// A stream-isolation class: streams of different classes never share a
+/// circuit. `None` is the class of requests without credentials.
+pub type Isolation = Option<(Vec<u8>, Vec<u8>)>;
+
+/// Client tunables.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for a link handshake.
+    pub link_timeout: Duration,
+    /// Time allowed for a circuit build.
+    pub build_timeout: Duration,
+    /// Time allowed for an exit to answer BEGIN.
+    pub connect_timeout: Duration,
+    /// Clean circuits kept ready.
+    pub prebuilt: usize,
+    /// How long a circuit accepts new streams after its first one.
+    pub max_dirtiness: Duration,
+    /// How long a failing relay is avoided.
+    pub avoid_for: Duration,
+    /// Number of guards in the guard set.
+    pub guards: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            link_timeout: Duration::from_secs(10),
+            build_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            prebuilt: 2,
+            max_dirtiness: Duration::from_secs(600),
+            avoid_for: Duration::from_secs(60),
+            guards: 3,
+        }
+    }
+}
+
+/// A built circuit known to the manager.
+#[derive(Debug, Clone)]
+struct Circuit {
+    /// The guard link it runs on.
+    link: GuardLink,
+    /// Its id on that link.
+    circ: CircId,
+    /// Its path.
+    path: Vec<HopSpec>,
+    /// The isolation class that claimed it (`None` = clean).
+    claimed: Option<Isolation>,
+    /// When its first stream was attached.
+    dirty_since: Option<Instant>,
+}
+
+/// Mutable manager state, behind a short-lived std mutex.
+#[derive(Debug, Default)]
+struct State {
+    /// The relays of the current directory.
+    relays: Vec<RelayInfo>,
+    /// The guard set.
+    guards: Vec<RelayId>,
+    /// Built circuits.
+    circuits: Vec<Circuit>,
+    /// Relays to avoid until the given time.
+    avoid: HashMap<RelayId, Instant>,
+}
+
+/// A Lamina client: builds circuits and opens streams through them.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Shared state.
+    inner: Arc<Inner>,
+}
+
+/// The client's shared parts.
+#[derive(Debug)]
+struct Inner {
+    /// Tunables.
+    config: ClientConfig,
+    /// Manager state.
+    state: Mutex<State>,
+    /// Live guard links.
+    links: tokio::sync::Mutex<HashMap<RelayId, GuardLink>>,
+}
+
+/// An open stream through a circuit.
+#[derive(Debug)]
+pub struct ClientStream {
+    /// The guard link.
+    link: GuardLink,
+    /// The circuit.
+    circ: CircId,
+    /// The stream.
+    stream: StreamId,
+    /// Events from the circuit.
+    events: mpsc::Receiver<StreamEvent>,
+}
+
+impl Client {
+    /// A client over the relays of a verified directory.
+    pub fn new(config: ClientConfig, relays: Vec<RelayInfo>, guards: Vec<RelayId>) -> Self {
+        let mut state = State { relays, guards, ..State::default() };
+        if state.guards.is_empty() {
+            let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
+            state.guards = choose_guards(&mut rng, &state.relays, config.guards);
+        }
+        Self { inner: Arc::new(Inner { config, state: Mutex::new(state), links: tokio::sync::Mutex::new(HashMap::new()) }) }
+    }
+
+    /// Replace the directory (after a refresh).
+    pub fn set_relays(&self, relays: Vec<RelayInfo>) {
+        self.lock().relays = relays;
+    }
+
+    /// The guard set (to persist).
+    pub fn guards(&self) -> Vec<RelayId> {
+        self.lock().guards.clone()
+    }
+
+    /// Number of built circuits the manager holds.
+    pub fn circuit_count(&self) -> usize {
+        self.lock().circuits.len()
+    }
+
+    /// The circuit ids of every built circuit, per guard link (for tests of
+    /// isolation): returns (guard, circuit id) pairs.
+    pub fn circuits(&self) -> Vec<(RelayId, CircId)> {
+        self.lock().circuits.iter().map(|c| (c.path[0].relay_id, c.circ)).collect()
+    }
+
+    /// Keep `prebuilt` clean circuits ready; returns how many are ready.
+    pub async fn ensure_prebuilt(&self) -> usize {
+        let want = self.inner.config.prebuilt;
+        let mut ready = self.clean_count();
+        let mut attempts = 0;
+        while ready < want && attempts < want * 3 {
+            attempts += 1;
+            match self.build(None, &[]).await {
+                Ok(c) => {
+                    self.lock().circuits.push(c);
+                    ready += 1;
+                }
+                Err(e) => debug!(error = %e, "pre-building a circuit failed"),
+            }
+        }
+        ready
+    }
+
+    /// Open a stream to `target:port` in isolation class `isolation`.
+    pub async fn connect(&self, target: Target, port: u16, isolation: Isolation) -> Result<ClientStream, ClientError> {
+        let mut refused_by: Vec<RelayId> = Vec::new();
+        let mut last = ClientError::NoPath("no attempt made");
+        for _ in 0..3 {
+            let circuit = match self.pick(port, &isolation, &refused_by) {
+                Some(c) => c,
+                None => {
+                    let mut c = self.build(Some(port), &refused_by).await?;
+                    c.claimed = Some(isolation.clone());
+                    c.dirty_since = Some(Instant::now());
+                    self.lock().circuits.push(c.clone());
+                    c
+                }
+            };
+            match self.try_stream(&circuit, target.clone(), port).await {
+                Ok(stream) => {
+                    self.spawn_prebuild();
+                    return Ok(stream);
+                }
+                Err(ClientError::StreamEnded(reason @ (EndReason::ExitPolicy | EndReason::NotExit))) => {
+                    // Policy refusal: retry once on another exit.
+                    if let Some(exit) = circuit.path.last() {
+                        refused_by.push(exit.relay_id);
+                    }
+                    last = ClientError::StreamEnded(reason);
+                    if refused_by.len() > 1 {
+                        break;
+                    }
+                }
+                Err(e @ ClientError::StreamEnded(_)) => return Err(e),
+                Err(e) => {
+                    // The circuit is unusable: forget it and try a fresh one.
+                    self.forget(&circuit);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Open a stream on `circuit` and wait for CONNECTED.
+    async fn try_stream(&self, circuit: &Circuit, target: Target, port: u16) -> Result<ClientStream, ClientError> {
+        let (stream, mut events) = circuit.link.begin(circuit.circ, target, port).await?;
+        let answer = tokio::time::timeout(self.inner.config.connect_timeout, events.recv()).await;
+        match answer {
+            Ok(Some(StreamEvent::Connected)) => {
+                Ok(ClientStream { link: circuit.link.clone(), circ: circuit.circ, stream, events })
+            }
+            Ok(Some(StreamEvent::Ended(reason))) => Err(ClientError::StreamEnded(reason)),
+            Ok(Some(StreamEvent::Data(_))) => Err(ClientError::Internal("data before connected")),
+            Ok(None) => Err(ClientError::CircuitClosed),
+            Err(_) => {
+                circuit.link.end(circuit.circ, stream).await;
+                Err(ClientError::StreamEnded(EndReason::Timeout))
+            }
+        }
+    }
+
+    /// A usable circuit for this class and port, claiming a clean one if needed.
+    fn pick(&self, port: u16, isolation: &Isolation, refused_by: &[RelayId]) -> Option<Circuit> {
+        let max = self.inner.config.max_dirtiness;
+        let mut state = self.lock();
+        let relays = state.relays.clone();
+        state.circuits.retain(|c| !c.link.is_closed());
+        let exits_to = |c: &Circuit| {
+            c.path.last().is_some_and(|exit| {
+                !refused_by.contains(&exit.relay_id)
+                    && relays.iter().any(|r| r.hop.relay_id == exit.relay_id && r.exits_to(port))
+            })
+        };
+        let fresh = |c: &Circuit| c.dirty_since.is_none_or(|t| t.elapsed() < max);
+        if let Some(c) = state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && fresh(c) && exits_to(c)) {
+            return Some(c.clone());
+        }
+        let clean = state.circuits.iter_mut().find(|c| c.claimed.is_none() && exits_to(c))?;
+        clean.claimed = Some(isolation.clone());
+        clean.dirty_since = Some(Instant::now());
+        Some(clean.clone())
+    }
+
+    /// Build a circuit for `port`, trying other paths on failure.
+    async fn build(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<Circuit, ClientError> {
+        let mut last = ClientError::NoPath("no attempt made");
+        for _ in 0..3 {
+            let path = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                state.avoid.retain(|_, until| *until > now);
+                let mut avoid: Vec<RelayId> = state.avoid.keys().copied().collect();
+                avoid.extend_from_slice(avoid_exits);
+                let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
+                select_path(&mut rng, &state.relays, &state.guards, port, &avoid)?
+            };
+            match self.build_on(&path).await {
+                Ok((link, circ)) => return Ok(Circuit { link, circ, path, claimed: None, dirty_since: None }),
+                Err(e) => {
+                    debug!(error = %e, "circuit build failed; avoiding its relays for a while");
+                    let until = Instant::now() + self.inner.config.avoid_for;
+                    let mut state = self.lock();
+                    // Blame the guard for link failures, the later hops otherwise.
+                    let blamed = match e {
+                        ClientError::Io(_) | ClientError::Link(_) | ClientError::LinkClosed => &path[..1],
+                        _ => &path[1..],
+                    };
+                    for hop in blamed {
+                        state.avoid.insert(hop.relay_id, until);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Build along `path`, opening or reusing the guard link.
+    async fn build_on(&self, path: &[HopSpec]) -> Result<(GuardLink, CircId), ClientError> {
+        let guard = path.first().ok_or(ClientError::NoPath("empty path"))?;
+        let link = {
+            let mut links = self.inner.links.lock().await;
+            match links.get(&guard.relay_id) {
+                Some(link) if !link.is_closed() => link.clone(),
+                _ => {
+                    let link = GuardLink::connect(guard, self.inner.config.link_timeout).await?;
+                    links.insert(guard.relay_id, link.clone());
+                    link
+                }
+            }
+        };
+        let circ = link.build(path.to_vec(), self.inner.config.build_timeout).await?;
+        Ok((link, circ))
+    }
+
+    /// Drop a circuit from the pool and close it.
+    fn forget(&self, circuit: &Circuit) {
+        self.lock().circuits.retain(|c| !(c.circ == circuit.circ && c.path == circuit.path));
+        let link = circuit.link.clone();
+        let circ = circuit.circ;
+        tokio::spawn(async move { link.close(circ).await });
+    }
+
+    /// Top up the clean circuits in the background.
+    fn spawn_prebuild(&self) {
+        if self.clean_count() < self.inner.config.prebuilt {
+            let client = self.clone();
+            tokio::spawn(async move {
+                client.ensure_prebuilt().await;
+            });
+        }
+    }
+
+    /// Clean circuits available.
+    fn clean_count(&self) -> usize {
+        self.lock().circuits.iter().filter(|c| c.claimed.is_none() && !c.link.is_closed()).count()
+    }
+
+    /// Lock the state (never held across `.await`).
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl ClientStream {
+    /// The circuit this stream runs on.
+    pub fn circuit(&self) -> CircId {
+        self.circ
+    }
+
+    /// Copy bytes both ways between this stream and `socket` until either
+    /// side ends.
+    pub async fn pump(self, socket: TcpStream) {
+        let Self { link, circ, stream, mut events } = self;
+        let (mut reader, mut writer) = socket.into_split();
+        let up_link = link.clone();
+        let upload = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if up_link.send(circ, stream, buf[..n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            up_link.end(circ, stream).await;
+        });
+        while let Some(ev) = events.recv().await {
+            match ev {
+                StreamEvent::Data(data) => {
+                    if writer.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    link.consumed(circ, stream, 1).await;
+                }
+                StreamEvent::Ended(_) => break,
+                StreamEvent::Connected => {}
+            }
+        }
+        let _ = writer.shutdown().await;
+        upload.abort();
+        link.end(circ, stream).await;
+    }
+
+    /// Read the next chunk of stream bytes (for library users); `None` at the end.
+    pub async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.events.recv().await? {
+                StreamEvent::Data(data) => {
+                    self.link.consumed(self.circ, self.stream, 1).await;
+                    return Some(data);
+                }
+                StreamEvent::Ended(_) => return None,
+                StreamEvent::Connected => {}
+            }
+        }
+    }
+
+    /// Send bytes (returns once packaged into cells).
+    pub async fn write_all(&self, data: &[u8]) -> Result<(), ClientError> {
+        self.link.send(self.circ, self.stream, data.to_vec()).await
+    }
+}

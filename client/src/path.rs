@@ -1,0 +1,180 @@
+//! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by
+//! bandwidth; no relay twice; no two relays of a circuit in the same /16
+//! (IPv4) or /32 (IPv6) or declared family; the exit must accept the port;
+//! the guard comes from the client's small persistent guard set.
+
+use std::net::IpAddr;
+
+use lamina_crypto::keys::RelayId;
+use lamina_proto::circuit::client::HopSpec;
+use rand_core::RngCore;
+
+use crate::error::ClientError;
+
+/// What path selection needs to know about a relay (from its verified
+/// descriptor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInfo {
+    /// Identity, keys and address.
+    pub hop: HopSpec,
+    /// Advertised bandwidth (KB/s); the selection weight.
+    pub bandwidth: u32,
+    /// Declared family members.
+    pub family: Vec<RelayId>,
+    /// Ports the exit accepts (inclusive ranges); empty: not an exit.
+    pub exit_ports: Vec<(u16, u16)>,
+}
+
+impl RelayInfo {
+    /// Whether this relay's policy summary accepts `port`.
+    pub fn exits_to(&self, port: u16) -> bool {
+        self.exit_ports.iter().any(|(lo, hi)| *lo <= port && port <= *hi)
+    }
+
+    /// Whether it is an exit at all.
+    pub fn is_exit(&self) -> bool {
+        !self.exit_ports.is_empty()
+    }
+}
+
+/// The network block a relay's address belongs to (/16 or /32).
+pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (4, [o[0], o[1], 0, 0])
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            (6, [o[0], o[1], o[2], o[3]])
+        }
+    }
+}
+
+/// Whether two relays may share a circuit.
+fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
+    a.hop.relay_id != b.hop.relay_id
+        && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip())
+        && !a.family.contains(&b.hop.relay_id)
+        && !b.family.contains(&a.hop.relay_id)
+}
+
+/// Pick one of `candidates` with probability proportional to bandwidth.
+fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
+    let total: u64 = candidates.iter().map(|r| u64::from(r.bandwidth.max(1))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut pick = rng.next_u64() % total;
+    for r in candidates {
+        let w = u64::from(r.bandwidth.max(1));
+        if pick < w {
+            return Some(r);
+        }
+        pick -= w;
+    }
+    candidates.last().copied()
+}
+
+/// Choose a three-hop path (guard, middle, exit) for `port`
+/// (`None`: any exit, e.g. a pre-built circuit).
+pub fn select_path<R: RngCore>(
+    rng: &mut R,
+    relays: &[RelayInfo],
+    guards: &[RelayId],
+    port: Option<u16>,
+    avoid: &[RelayId],
+) -> Result<Vec<HopSpec>, ClientError> {
+    let usable: Vec<&RelayInfo> = relays.iter().filter(|r| !avoid.contains(&r.hop.relay_id)).collect();
+    let exits: Vec<&RelayInfo> =
+        usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
+    let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit accepts the port"))?;
+    let guard_pool: Vec<&RelayInfo> =
+        usable.iter().copied().filter(|r| guards.contains(&r.hop.relay_id) && compatible(r, exit)).collect();
+    let guard_pool = if guard_pool.is_empty() {
+        usable.iter().copied().filter(|r| compatible(r, exit)).collect()
+    } else {
+        guard_pool
+    };
+    let guard = weighted(rng, &guard_pool).ok_or(ClientError::NoPath("no guard compatible with the exit"))?;
+    let middles: Vec<&RelayInfo> =
+        usable.iter().copied().filter(|r| compatible(r, exit) && compatible(r, guard)).collect();
+    let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
+    Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
+}
+
+/// Choose `n` guards, weighted by bandwidth, in distinct /16s.
+pub fn choose_guards<R: RngCore>(rng: &mut R, relays: &[RelayInfo], n: usize) -> Vec<RelayId> {
+    let mut chosen: Vec<&RelayInfo> = Vec::new();
+    for _ in 0..n {
+        let pool: Vec<&RelayInfo> = relays.iter().filter(|r| chosen.iter().all(|c| compatible(c, r))).collect();
+        match weighted(rng, &pool) {
+            Some(r) => chosen.push(r),
+            None => break,
+        }
+    }
+    chosen.iter().map(|r| r.hop.relay_id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey};
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+
+    fn relay(i: u8, ip: &str, exit: bool) -> RelayInfo {
+        RelayInfo {
+            hop: HopSpec {
+                relay_id: RelayId([i; 32]),
+                onion_key: OnionPublicKey([i; 32]),
+                link_key: LinkPublicKey([i; 32]),
+                addr: format!("{ip}:9001").parse().unwrap(),
+            },
+            bandwidth: 100,
+            family: Vec::new(),
+            exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
+        }
+    }
+
+    #[test]
+    fn paths_respect_blocks_families_and_exit_ports() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([1; 32]);
+        let mut relays = vec![
+            relay(1, "127.1.0.1", false),
+            relay(2, "127.1.0.2", false), // same /16 as 1
+            relay(3, "127.3.0.1", false),
+            relay(4, "127.4.0.1", true),
+        ];
+        relays[2].family = vec![RelayId([9; 32])];
+        for _ in 0..200 {
+            let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
+            assert_eq!(path[2].relay_id, RelayId([4; 32]), "only relay 4 exits");
+            let blocks: Vec<_> = path.iter().map(|h| net_block(h.addr.ip())).collect();
+            assert!(blocks[0] != blocks[1] && blocks[1] != blocks[2] && blocks[0] != blocks[2]);
+        }
+        relays[3].exit_ports = vec![(443, 443)];
+        assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
+        // A family declared by relay 3 excludes relay 4 beside it.
+        relays[3].exit_ports = vec![(1, 65535)];
+        relays[2].family = vec![RelayId([4; 32])];
+        for _ in 0..50 {
+            let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
+            assert!(path.iter().all(|h| h.relay_id != RelayId([3; 32])));
+        }
+    }
+
+    #[test]
+    fn guards_come_from_the_guard_set_when_possible() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
+        let relays: Vec<RelayInfo> =
+            (1..=6).map(|i| relay(i, &format!("127.{i}.0.1"), i == 6)).collect();
+        let guards = vec![RelayId([2; 32])];
+        for _ in 0..50 {
+            let path = select_path(&mut rng, &relays, &guards, Some(80), &[]).unwrap();
+            assert_eq!(path[0].relay_id, RelayId([2; 32]));
+        }
+        let chosen = choose_guards(&mut rng, &relays, 3);
+        assert_eq!(chosen.len(), 3);
+    }
+}
