@@ -135,7 +135,9 @@ impl Client {
             let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
             state.guards = choose_guards(&mut rng, &state.relays, config.guards);
         }
-        Self { inner: Arc::new(Inner { config, state: Mutex::new(state), links: tokio::sync::Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner { config, state: Mutex::new(state), links: tokio::sync::Mutex::new(HashMap::new()) }),
+        }
     }
 
     /// Replace the directory (after a refresh).
@@ -249,7 +251,9 @@ impl Client {
             })
         };
         let fresh = |c: &Circuit| c.dirty_since.is_none_or(|t| t.elapsed() < max);
-        if let Some(c) = state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && fresh(c) && exits_to(c)) {
+        if let Some(c) =
+            state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && fresh(c) && exits_to(c))
+        {
             return Some(c.clone());
         }
         let clean = state.circuits.iter_mut().find(|c| c.claimed.is_none() && exits_to(c))?;

@@ -167,8 +167,7 @@ mod tests {
     #[test]
     fn guards_come_from_the_guard_set_when_possible() {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([2; 32]);
-        let relays: Vec<RelayInfo> =
-            (1..=6).map(|i| relay(i, &format!("127.{i}.0.1"), i == 6)).collect();
+        let relays: Vec<RelayInfo> = (1..=6).map(|i| relay(i, &format!("127.{i}.0.1"), i == 6)).collect();
         let guards = vec![RelayId([2; 32])];
         for _ in 0..50 {
             let path = select_path(&mut rng, &relays, &guards, Some(80), &[]).unwrap();

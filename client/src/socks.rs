@@ -297,7 +297,12 @@ mod tests {
         assert_eq!(steps[0], Step::Send(vec![5, 0]));
         assert_eq!(
             steps[1],
-            Step::Request(SocksRequest { version: 5, target: Target::Hostname("localhost".into()), port: 80, auth: None })
+            Step::Request(SocksRequest {
+                version: 5,
+                target: Target::Hostname("localhost".into()),
+                port: 80,
+                auth: None
+            })
         );
     }
 
@@ -327,7 +332,9 @@ mod tests {
     #[test]
     fn socks4_and_4a() {
         let steps = run(&[4, 1, 0, 80, 127, 0, 0, 1, b'a', 0]);
-        assert!(matches!(&steps[0], Step::Request(r) if r.version == 4 && r.target == Target::Ip("127.0.0.1".parse().unwrap())));
+        assert!(
+            matches!(&steps[0], Step::Request(r) if r.version == 4 && r.target == Target::Ip("127.0.0.1".parse().unwrap()))
+        );
         let mut bytes = vec![4, 1, 0, 80, 0, 0, 0, 1, 0];
         bytes.extend_from_slice(b"example.org\0");
         let steps = run(&bytes);
@@ -340,7 +347,7 @@ mod tests {
         assert_eq!(SocksHandshake::new().handle(&[5]).unwrap(), (0, Step::NeedMore));
         assert_eq!(SocksHandshake::new().handle(&[5, 1, 0x80]).unwrap().1, Step::Refuse(vec![5, 0xff]));
         let mut long = vec![4, 1, 0, 80, 1, 2, 3, 4];
-        long.extend(std::iter::repeat(b'a').take(400));
+        long.extend(std::iter::repeat_n(b'a', 400));
         assert!(SocksHandshake::new().handle(&long).is_err());
     }
 

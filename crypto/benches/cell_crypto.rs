@@ -70,9 +70,7 @@ fn bench_relay_peel(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut body = message_body();
-                stack
-                    .wrap_forward(0, &mut body)
-                    .expect("counters far from exhaustion");
+                stack.wrap_forward(0, &mut body).expect("counters far from exhaustion");
                 body
             },
             |mut body| {
@@ -89,9 +87,7 @@ fn bench_relay_peel(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut body = message_body();
-                stack
-                    .wrap_forward(1, &mut body)
-                    .expect("counters far from exhaustion");
+                stack.wrap_forward(1, &mut body).expect("counters far from exhaustion");
                 body
             },
             |mut body| {
@@ -115,17 +111,11 @@ fn bench_relay_backward(c: &mut Criterion) {
     let mut body = message_body();
     group.bench_function("relay_backward_layer", |b| {
         b.iter(|| {
-            relays[0]
-                .relay_backward(black_box(&mut body))
-                .expect("counter far from exhaustion");
+            relays[0].relay_backward(black_box(&mut body)).expect("counter far from exhaustion");
         });
     });
     group.bench_function("relay_originate_backward", |b| {
-        b.iter(|| {
-            relays[0]
-                .originate_backward(black_box(&mut body))
-                .expect("counter far from exhaustion")
-        });
+        b.iter(|| relays[0].originate_backward(black_box(&mut body)).expect("counter far from exhaustion"));
     });
     group.finish();
 }
@@ -142,9 +132,7 @@ fn bench_client(c: &mut Criterion) {
     group.bench_function("client_wrap_3_hops", |b| {
         b.iter(|| {
             let mut body = msg;
-            let tag = stack
-                .wrap_forward(2, &mut body)
-                .expect("counters far from exhaustion");
+            let tag = stack.wrap_forward(2, &mut body).expect("counters far from exhaustion");
             black_box((tag, body))
         });
     });
@@ -154,15 +142,9 @@ fn bench_client(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut body = message_body();
-                relays[2]
-                    .originate_backward(&mut body)
-                    .expect("counter far from exhaustion");
-                relays[1]
-                    .relay_backward(&mut body)
-                    .expect("counter far from exhaustion");
-                relays[0]
-                    .relay_backward(&mut body)
-                    .expect("counter far from exhaustion");
+                relays[2].originate_backward(&mut body).expect("counter far from exhaustion");
+                relays[1].relay_backward(&mut body).expect("counter far from exhaustion");
+                relays[0].relay_backward(&mut body).expect("counter far from exhaustion");
                 body
             },
             |mut body| {
@@ -191,8 +173,7 @@ fn bench_handshake(c: &mut Criterion) {
         b.iter(|| {
             let (pending, onionskin) = handshake::client_start(&mut rng, &relay_id, &onion_public);
             let (reply, relay_keys) =
-                handshake::relay_respond(&mut rng, &relay_id, &onion, &onionskin)
-                    .expect("addressed to this relay");
+                handshake::relay_respond(&mut rng, &relay_id, &onion, &onionskin).expect("addressed to this relay");
             let client_keys = pending.finish(&reply).expect("untouched reply");
             black_box((relay_keys, client_keys))
         });
@@ -208,14 +189,8 @@ fn check_setup() {
     let tag = stack.wrap_forward(2, &mut body).expect("wrap");
     assert_eq!(relays[0].peel_forward(&mut body, true), Ok(Peeled::Onward));
     assert_eq!(relays[1].peel_forward(&mut body, true), Ok(Peeled::Onward));
-    assert_eq!(
-        relays[2].peel_forward(&mut body, false),
-        Ok(Peeled::Recognized { tag })
-    );
-    assert_eq!(
-        body[..layer::forward_capacity(2)],
-        message_body()[TAG_LEN..][..layer::forward_capacity(2)]
-    );
+    assert_eq!(relays[2].peel_forward(&mut body, false), Ok(Peeled::Recognized { tag }));
+    assert_eq!(body[..layer::forward_capacity(2)], message_body()[TAG_LEN..][..layer::forward_capacity(2)]);
 }
 
 /// All benchmarks, after the setup check.

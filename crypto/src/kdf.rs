@@ -34,8 +34,7 @@ pub const AD_BACKWARD_ORIGIN: &[u8] = b"lamina-layer-bwd-origin";
 /// HMAC-SHA256(key, parts[0] | parts[1] | …).
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .expect("HMAC-SHA256 accepts keys of every length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of every length");
     for part in parts {
         mac.update(part);
     }
@@ -48,8 +47,7 @@ pub fn hkdf_sha256<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zero
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     let mut okm = Zeroizing::new([0u8; N]);
     // N is a compile-time constant far below 255 * 32, HKDF's output limit.
-    hk.expand(info, okm.as_mut_slice())
-        .expect("HKDF output length is below 255 hash lengths");
+    hk.expand(info, okm.as_mut_slice()).expect("HKDF output length is below 255 hash lengths");
     okm
 }
 

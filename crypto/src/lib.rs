@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod digest;
 pub mod error;
 pub mod handshake;
 pub mod kdf;

@@ -122,10 +122,8 @@ impl NoiseHandshake {
 
     /// Turn a finished handshake into the transport that carries cells.
     pub fn into_transport(self) -> Result<NoiseTransport, CryptoError> {
-        let state = self
-            .state
-            .into_stateless_transport_mode()
-            .map_err(|_| CryptoError::NoiseState("handshake unfinished"))?;
+        let state =
+            self.state.into_stateless_transport_mode().map_err(|_| CryptoError::NoiseState("handshake unfinished"))?;
         let state = Arc::new(state);
         Ok(NoiseTransport {
             sender: NoiseSender { state: Arc::clone(&state), nonce: 0 },
@@ -216,10 +214,7 @@ impl NoiseReceiver {
         if self.nonce == u64::MAX {
             return Err(CryptoError::NonceExhausted);
         }
-        let n = self
-            .state
-            .read_message(self.nonce, msg, out)
-            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        let n = self.state.read_message(self.nonce, msg, out).map_err(|_| CryptoError::AuthenticationFailed)?;
         self.nonce += 1;
         Ok(n)
     }

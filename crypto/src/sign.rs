@@ -1,19 +1,26 @@
 //! Ed25519 signing helpers for signed objects (descriptors, link-key
 //! certificates).
 //!
-//! Every signed message starts with a context string naming what is signed
-//! (spec §2.2), so a signature over one kind of object can never be replayed
-//! as a signature over another.
+//! Every signed message starts with a context string naming what is signed,
+//! length-prefixed (`len u8 | context | body`, spec §5.3), so a signature
+//! over one kind of object can never be replayed as a signature over
+//! another, even if one context were a prefix of another.
 
 use crate::error::CryptoError;
 use crate::keys::{IdentityKeypair, RelayId, Signature};
 
 /// Sign `context | body` with `identity`.
 pub fn sign_with_context(identity: &IdentityKeypair, context: &[u8], body: &[u8]) -> Signature {
-    let mut msg = Vec::with_capacity(context.len() + body.len());
+    identity.sign(&context_message(context, body))
+}
+
+/// `len u8 | context | body`; contexts are short constants (< 256 bytes).
+fn context_message(context: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(1 + context.len() + body.len());
+    msg.push(u8::try_from(context.len()).unwrap_or(u8::MAX));
     msg.extend_from_slice(context);
     msg.extend_from_slice(body);
-    identity.sign(&msg)
+    msg
 }
 
 /// Verify `sig` over `context | body` under the identity `signer`.
@@ -21,10 +28,7 @@ pub fn sign_with_context(identity: &IdentityKeypair, context: &[u8], body: &[u8]
 /// Uses `verify_strict`: rejects small-order keys and non-canonical
 /// signature encodings (malleability).
 pub fn verify_with_context(signer: &RelayId, context: &[u8], body: &[u8], sig: &Signature) -> Result<(), CryptoError> {
-    let mut msg = Vec::with_capacity(context.len() + body.len());
-    msg.extend_from_slice(context);
-    msg.extend_from_slice(body);
-    verify(signer, &msg, sig)
+    verify(signer, &context_message(context, body), sig)
 }
 
 /// Verify a raw Ed25519 signature (RFC 8032) strictly.

@@ -25,10 +25,7 @@ struct Relay {
 impl Relay {
     /// A relay with keys drawn from `rng`.
     fn generate(rng: &mut ChaCha20Rng) -> Self {
-        Self {
-            identity: IdentityKeypair::generate(rng),
-            onion: StaticKeypair::generate(rng),
-        }
+        Self { identity: IdentityKeypair::generate(rng), onion: StaticKeypair::generate(rng) }
     }
 
     /// The relay id.
@@ -50,12 +47,9 @@ impl Relay {
 fn run_handshake(relay: &Relay, seed: u64) -> (HopKeys, HopKeys) {
     let mut client_rng = ChaCha20Rng::seed_from_u64(seed);
     let mut relay_rng = ChaCha20Rng::seed_from_u64(seed ^ u64::MAX);
-    let (pending, onionskin) =
-        handshake::client_start(&mut client_rng, &relay.id(), &relay.onion.onion_public());
+    let (pending, onionskin) = handshake::client_start(&mut client_rng, &relay.id(), &relay.onion.onion_public());
     assert_eq!(pending.relay_id(), &relay.id());
-    let (reply, relay_keys) = relay
-        .respond(&mut relay_rng, &onionskin)
-        .expect("the addressed relay answers");
+    let (reply, relay_keys) = relay.respond(&mut relay_rng, &onionskin).expect("the addressed relay answers");
     let client_keys = pending.finish(&reply).expect("an untouched reply finishes");
     (client_keys, relay_keys)
 }
@@ -84,8 +78,7 @@ fn handshake_agrees_on_keys() {
 fn onionskin_layout() {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let relay = Relay::generate(&mut rng);
-    let (_, onionskin) =
-        handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
+    let (_, onionskin) = handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
     assert_eq!(&onionskin[..32], relay.id().as_bytes());
     assert_eq!(&onionskin[32..64], &relay.onion.public_bytes());
     assert_ne!(&onionskin[64..], &[0u8; 32]);
@@ -112,8 +105,7 @@ fn keys_differ_across_seeds() {
 fn wrong_relay_keys_are_unknown() {
     let mut rng = ChaCha20Rng::seed_from_u64(4);
     let relay = Relay::generate(&mut rng);
-    let (_, onionskin) =
-        handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
+    let (_, onionskin) = handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
 
     // Same identity, rotated onion key.
     let rotated = StaticKeypair::generate(&mut rng);
@@ -139,10 +131,7 @@ fn client_with_stale_onion_key_is_refused() {
     let relay = Relay::generate(&mut rng);
     let stale = StaticKeypair::generate(&mut rng);
     let (_, onionskin) = handshake::client_start(&mut rng, &relay.id(), &stale.onion_public());
-    assert!(matches!(
-        relay.respond(&mut rng, &onionskin),
-        Err(CryptoError::UnknownKey)
-    ));
+    assert!(matches!(relay.respond(&mut rng, &onionskin), Err(CryptoError::UnknownKey)));
 }
 
 /// Any single bit flipped in the reply (`Y` or `AUTH`) makes `finish` fail
@@ -155,18 +144,11 @@ fn tampered_reply_fails() {
     let mut relay_rng = ChaCha20Rng::seed_from_u64(60);
     for bit in 0..REPLY_LEN * 8 {
         let mut client_rng = ChaCha20Rng::seed_from_u64(600 + bit as u64);
-        let (pending, onionskin) =
-            handshake::client_start(&mut client_rng, &relay.id(), &relay.onion.onion_public());
+        let (pending, onionskin) = handshake::client_start(&mut client_rng, &relay.id(), &relay.onion.onion_public());
         let (mut reply, _) = relay.respond(&mut relay_rng, &onionskin).unwrap();
         reply[bit / 8] ^= 1 << (bit % 8);
         let err = pending.finish(&reply).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CryptoError::AuthenticationFailed | CryptoError::NonContributory
-            ),
-            "bit {bit}: {err:?}"
-        );
+        assert!(matches!(err, CryptoError::AuthenticationFailed | CryptoError::NonContributory), "bit {bit}: {err:?}");
     }
 }
 
@@ -178,10 +160,7 @@ fn reply_to_another_handshake_fails() {
     let (ours, _) = handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
     let (_, theirs) = handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
     let (reply, _) = relay.respond(&mut rng, &theirs).unwrap();
-    assert!(matches!(
-        ours.finish(&reply),
-        Err(CryptoError::AuthenticationFailed)
-    ));
+    assert!(matches!(ours.finish(&reply), Err(CryptoError::AuthenticationFailed)));
 }
 
 /// The points of small order on Curve25519 (and their non-canonical
@@ -206,13 +185,7 @@ fn small_order_client_key_is_non_contributory() {
         onionskin[..32].copy_from_slice(relay.id().as_bytes());
         onionskin[32..64].copy_from_slice(&relay.onion.public_bytes());
         onionskin[64..].copy_from_slice(&hex::decode(point).unwrap());
-        assert!(
-            matches!(
-                relay.respond(&mut rng, &onionskin),
-                Err(CryptoError::NonContributory)
-            ),
-            "X = {point}"
-        );
+        assert!(matches!(relay.respond(&mut rng, &onionskin), Err(CryptoError::NonContributory)), "X = {point}");
     }
 }
 
@@ -222,14 +195,10 @@ fn small_order_relay_key_is_non_contributory() {
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let relay = Relay::generate(&mut rng);
     for point in SMALL_ORDER {
-        let (pending, onionskin) =
-            handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
+        let (pending, onionskin) = handshake::client_start(&mut rng, &relay.id(), &relay.onion.onion_public());
         let (mut reply, _) = relay.respond(&mut rng, &onionskin).unwrap();
         reply[..32].copy_from_slice(&hex::decode(point).unwrap());
-        assert!(
-            matches!(pending.finish(&reply), Err(CryptoError::NonContributory)),
-            "Y = {point}"
-        );
+        assert!(matches!(pending.finish(&reply), Err(CryptoError::NonContributory)), "Y = {point}");
     }
 }
 
@@ -239,15 +208,9 @@ fn debug_prints_no_secrets() {
     let identity = IdentityKeypair::from_secret_bytes(&[0x42; 32]);
     let onion = StaticKeypair::from_secret_bytes(&[0x43; 32]);
     let text = format!("{identity:?} {onion:?}");
-    assert!(
-        !text.contains("4242") && !text.contains("4343") && !text.contains("66, 66"),
-        "{text}"
-    );
-    let (pending, _) = handshake::client_start(
-        &mut ChaCha20Rng::seed_from_u64(10),
-        &identity.relay_id(),
-        &onion.onion_public(),
-    );
+    assert!(!text.contains("4242") && !text.contains("4343") && !text.contains("66, 66"), "{text}");
+    let (pending, _) =
+        handshake::client_start(&mut ChaCha20Rng::seed_from_u64(10), &identity.relay_id(), &onion.onion_public());
     assert!(!format!("{pending:?}").contains("x:"));
 }
 
@@ -265,18 +228,11 @@ fn noise_handshake(
     let mut msg = vec![0u8; 1024];
     let mut read = [Vec::new(), Vec::new(), Vec::new()];
     for (i, payload) in payloads.iter().enumerate() {
-        let (writer, reader) = if i % 2 == 0 {
-            (&mut initiator, &mut responder)
-        } else {
-            (&mut responder, &mut initiator)
-        };
-        let len = writer
-            .write_message(payload, &mut msg)
-            .expect("handshake message is written");
+        let (writer, reader) =
+            if i % 2 == 0 { (&mut initiator, &mut responder) } else { (&mut responder, &mut initiator) };
+        let len = writer.write_message(payload, &mut msg).expect("handshake message is written");
         let mut out = vec![0u8; 1024];
-        let got = reader
-            .read_message(&msg[..len], &mut out)
-            .expect("handshake message is read");
+        let got = reader.read_message(&msg[..len], &mut out).expect("handshake message is read");
         out.truncate(got);
         read[i] = out;
     }
@@ -301,16 +257,11 @@ fn noise_xk_handshake_and_transport() {
     let mut rng = ChaCha20Rng::seed_from_u64(20);
     let client_static = StaticKeypair::generate(&mut rng);
     let relay_static = StaticKeypair::generate(&mut rng);
-    let initiator = NoiseHandshake::initiator(
-        &mut rng,
-        LinkPattern::Xk,
-        &client_static,
-        Some(&relay_static.link_public()),
-    )
-    .unwrap();
+    let initiator =
+        NoiseHandshake::initiator(&mut rng, LinkPattern::Xk, &client_static, Some(&relay_static.link_public()))
+            .unwrap();
     let responder = NoiseHandshake::responder(&mut rng, LinkPattern::Xk, &relay_static).unwrap();
-    let (initiator, responder, read) =
-        noise_handshake(initiator, responder, [b"", b"", b"hello, relay"]);
+    let (initiator, responder, read) = noise_handshake(initiator, responder, [b"", b"", b"hello, relay"]);
     assert_eq!(read[2], b"hello, relay");
     assert_eq!(initiator.remote_static(), Some(relay_static.link_public()));
     assert_eq!(responder.remote_static(), Some(client_static.link_public()));
@@ -332,22 +283,13 @@ fn noise_xk_wrong_responder_key_fails_at_message_1() {
     let client_static = StaticKeypair::generate(&mut rng);
     let relay_static = StaticKeypair::generate(&mut rng);
     let impostor = StaticKeypair::generate(&mut rng);
-    let mut initiator = NoiseHandshake::initiator(
-        &mut rng,
-        LinkPattern::Xk,
-        &client_static,
-        Some(&impostor.link_public()),
-    )
-    .unwrap();
-    let mut responder =
-        NoiseHandshake::responder(&mut rng, LinkPattern::Xk, &relay_static).unwrap();
+    let mut initiator =
+        NoiseHandshake::initiator(&mut rng, LinkPattern::Xk, &client_static, Some(&impostor.link_public())).unwrap();
+    let mut responder = NoiseHandshake::responder(&mut rng, LinkPattern::Xk, &relay_static).unwrap();
     let mut msg = [0u8; 256];
     let len = initiator.write_message(b"", &mut msg).unwrap();
     let mut out = [0u8; 256];
-    assert_eq!(
-        responder.read_message(&msg[..len], &mut out),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(responder.read_message(&msg[..len], &mut out), Err(CryptoError::AuthenticationFailed));
 }
 
 /// `XK` needs the responder's key.
@@ -369,10 +311,8 @@ fn noise_xx_reveals_responder_static() {
     let mut rng = ChaCha20Rng::seed_from_u64(23);
     let client_static = StaticKeypair::generate(&mut rng);
     let relay_static = StaticKeypair::generate(&mut rng);
-    let mut initiator =
-        NoiseHandshake::initiator(&mut rng, LinkPattern::Xx, &client_static, None).unwrap();
-    let mut responder =
-        NoiseHandshake::responder(&mut rng, LinkPattern::Xx, &relay_static).unwrap();
+    let mut initiator = NoiseHandshake::initiator(&mut rng, LinkPattern::Xx, &client_static, None).unwrap();
+    let mut responder = NoiseHandshake::responder(&mut rng, LinkPattern::Xx, &relay_static).unwrap();
     assert_eq!(initiator.remote_static(), None);
 
     let mut msg = [0u8; 512];
@@ -400,10 +340,7 @@ fn noise_unfinished_handshake_has_no_transport() {
     let mut rng = ChaCha20Rng::seed_from_u64(24);
     let local = StaticKeypair::generate(&mut rng);
     let initiator = NoiseHandshake::initiator(&mut rng, LinkPattern::Xx, &local, None).unwrap();
-    assert!(matches!(
-        initiator.into_transport(),
-        Err(CryptoError::NoiseState(_))
-    ));
+    assert!(matches!(initiator.into_transport(), Err(CryptoError::NoiseState(_))));
 }
 
 /// Builds a finished `XK` transport pair.
@@ -411,20 +348,12 @@ fn xk_pair(seed: u64) -> (NoiseTransport, NoiseTransport) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let client_static = StaticKeypair::generate(&mut rng);
     let relay_static = StaticKeypair::generate(&mut rng);
-    let initiator = NoiseHandshake::initiator(
-        &mut rng,
-        LinkPattern::Xk,
-        &client_static,
-        Some(&relay_static.link_public()),
-    )
-    .expect("XK initiator with a remote key builds");
-    let responder = NoiseHandshake::responder(&mut rng, LinkPattern::Xk, &relay_static)
-        .expect("XK responder builds");
+    let initiator =
+        NoiseHandshake::initiator(&mut rng, LinkPattern::Xk, &client_static, Some(&relay_static.link_public()))
+            .expect("XK initiator with a remote key builds");
+    let responder = NoiseHandshake::responder(&mut rng, LinkPattern::Xk, &relay_static).expect("XK responder builds");
     let (initiator, responder, _) = noise_handshake(initiator, responder, [b"", b"", b""]);
-    (
-        initiator.into_transport().expect("finished handshake"),
-        responder.into_transport().expect("finished handshake"),
-    )
+    (initiator.into_transport().expect("finished handshake"), responder.into_transport().expect("finished handshake"))
 }
 
 /// A bit flipped in any byte of a transport message (ciphertext or tag)
@@ -442,11 +371,7 @@ fn noise_tampered_transport_fails() {
         let mut tampered = ct;
         tampered[bit / 8] ^= 1 << (bit % 8);
         let mut out = [0u8; 64];
-        assert_eq!(
-            b.decrypt(&tampered[..len], &mut out),
-            Err(CryptoError::AuthenticationFailed),
-            "bit {bit}"
-        );
+        assert_eq!(b.decrypt(&tampered[..len], &mut out), Err(CryptoError::AuthenticationFailed), "bit {bit}");
     }
 }
 
@@ -460,18 +385,12 @@ fn noise_replayed_transport_fails() {
     a.encrypt(b"message2", &mut second).unwrap();
     let mut out = [0u8; 8];
     b.decrypt(&first, &mut out).unwrap();
-    assert_eq!(
-        b.decrypt(&first, &mut out),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(b.decrypt(&first, &mut out), Err(CryptoError::AuthenticationFailed));
 
     let (mut a, mut b) = xk_pair(27);
     a.encrypt(b"message1", &mut first).unwrap();
     a.encrypt(b"message2", &mut second).unwrap();
-    assert_eq!(
-        b.decrypt(&second, &mut out),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(b.decrypt(&second, &mut out), Err(CryptoError::AuthenticationFailed));
 }
 
 // ---------------------------------------------------------------------------
@@ -489,20 +408,14 @@ fn signatures_are_bound_to_context_key_and_bytes() {
     let body = b"link key certificate body";
     let sig = sign::sign_with_context(&identity, ctx, body);
 
-    assert_eq!(
-        sign::verify_with_context(&identity.relay_id(), ctx, body, &sig),
-        Ok(())
-    );
+    assert_eq!(sign::verify_with_context(&identity.relay_id(), ctx, body, &sig), Ok(()));
     // Wrong context.
     assert_eq!(
         sign::verify_with_context(&identity.relay_id(), b"lamina-descriptor-v1", body, &sig),
         Err(CryptoError::BadSignature)
     );
     // Wrong key.
-    assert_eq!(
-        sign::verify_with_context(&other.relay_id(), ctx, body, &sig),
-        Err(CryptoError::BadSignature)
-    );
+    assert_eq!(sign::verify_with_context(&other.relay_id(), ctx, body, &sig), Err(CryptoError::BadSignature));
     // A flipped bit in every byte of the body and of the signature (one
     // bit per byte, its position moving with the byte index, to keep the
     // debug-build run short).
@@ -537,15 +450,9 @@ fn malformed_and_weak_keys() {
     // The identity point (y = 1) has small order: verify_strict refuses it.
     let mut weak = [0u8; 32];
     weak[0] = 1;
-    assert_eq!(
-        sign::verify_with_context(&RelayId(weak), b"ctx", b"body", &sig),
-        Err(CryptoError::BadSignature)
-    );
+    assert_eq!(sign::verify_with_context(&RelayId(weak), b"ctx", b"body", &sig), Err(CryptoError::BadSignature));
     // y = 2 is not the y-coordinate of any Ed25519 point.
     let mut not_a_point = [0u8; 32];
     not_a_point[0] = 2;
-    assert_eq!(
-        sign::verify_with_context(&RelayId(not_a_point), b"ctx", b"body", &sig),
-        Err(CryptoError::MalformedKey)
-    );
+    assert_eq!(sign::verify_with_context(&RelayId(not_a_point), b"ctx", b"body", &sig), Err(CryptoError::MalformedKey));
 }

@@ -17,8 +17,7 @@
 
 use lamina_crypto::handshake::HopKeys;
 use lamina_crypto::layer::{
-    forward_capacity, LayerStack, Peeled, RelayLayers, BACKWARD_CAPACITY, BODY_LEN, MAX_HOPS,
-    TAG_LEN,
+    forward_capacity, LayerStack, Peeled, RelayLayers, BACKWARD_CAPACITY, BODY_LEN, MAX_HOPS, TAG_LEN,
 };
 use lamina_crypto::CryptoError;
 use proptest::prelude::*;
@@ -43,9 +42,7 @@ impl Circuit {
         let mut relays = Vec::with_capacity(n);
         for _ in 0..n {
             let keys = random_keys(&mut rng);
-            client
-                .push(&keys)
-                .expect("n ≤ MAX_HOPS hops fit in a stack");
+            client.push(&keys).expect("n ≤ MAX_HOPS hops fit in a stack");
             relays.push(RelayLayers::new(&keys));
         }
         Self { client, relays }
@@ -65,10 +62,7 @@ impl Circuit {
     fn wrap(&mut self, target: usize, msg: &[u8]) -> ([u8; BODY_LEN], [u8; TAG_LEN]) {
         let mut body = [0u8; BODY_LEN];
         body[TAG_LEN..TAG_LEN + msg.len()].copy_from_slice(msg);
-        let tag = self
-            .client
-            .wrap_forward(target, &mut body)
-            .expect("target is a hop of the stack");
+        let tag = self.client.wrap_forward(target, &mut body).expect("target is a hop of the stack");
         (body, tag)
     }
 
@@ -80,27 +74,13 @@ impl Circuit {
 
     /// Pass a forward cell through hops `0..=target`, checking that only
     /// `target` recognizes it, with `tag`, and that it carries `msg`.
-    fn deliver_forward(
-        &mut self,
-        target: usize,
-        body: &mut [u8; BODY_LEN],
-        tag: [u8; TAG_LEN],
-        msg: &[u8],
-    ) {
+    fn deliver_forward(&mut self, target: usize, body: &mut [u8; BODY_LEN], tag: [u8; TAG_LEN], msg: &[u8]) {
         for i in 0..target {
-            assert_eq!(
-                self.peel(i, body),
-                Ok(Peeled::Onward),
-                "hop {i} before target {target}"
-            );
+            assert_eq!(self.peel(i, body), Ok(Peeled::Onward), "hop {i} before target {target}");
         }
         assert_eq!(self.peel(target, body), Ok(Peeled::Recognized { tag }));
         assert_eq!(&body[..msg.len()], msg);
-        assert_eq!(
-            &body[BODY_LEN - TAG_LEN..],
-            &[0u8; TAG_LEN],
-            "size restored with zeros"
-        );
+        assert_eq!(&body[BODY_LEN - TAG_LEN..], &[0u8; TAG_LEN], "size restored with zeros");
     }
 
     /// Hop `origin` sends `msg` (exactly [`BACKWARD_CAPACITY`] bytes)
@@ -109,13 +89,9 @@ impl Circuit {
     fn send_backward(&mut self, origin: usize, msg: &[u8]) -> ([u8; BODY_LEN], [u8; TAG_LEN]) {
         let mut body = [0u8; BODY_LEN];
         body[TAG_LEN..].copy_from_slice(msg);
-        let tag = self.relays[origin]
-            .originate_backward(&mut body)
-            .expect("counter below u64::MAX");
+        let tag = self.relays[origin].originate_backward(&mut body).expect("counter below u64::MAX");
         for i in (0..origin).rev() {
-            self.relays[i]
-                .relay_backward(&mut body)
-                .expect("counter below u64::MAX");
+            self.relays[i].relay_backward(&mut body).expect("counter below u64::MAX");
         }
         (body, tag)
     }
@@ -387,11 +363,7 @@ fn forward_every_bit_flip_is_caught() {
                 "bit {bit} before hop {hop}"
             );
         }
-        let expected = if hop == 2 {
-            Peeled::Recognized { tag }
-        } else {
-            Peeled::Onward
-        };
+        let expected = if hop == 2 { Peeled::Recognized { tag } } else { Peeled::Onward };
         assert_eq!(c.peel(hop, &mut body), Ok(expected));
     }
     assert_eq!(&body[..msg.len()], msg.as_slice());
@@ -407,11 +379,7 @@ fn backward_every_bit_flip_is_caught() {
     for bit in 0..BODY_BITS {
         let mut tampered = body;
         flip(&mut tampered, bit);
-        assert_eq!(
-            c.client.unwrap_backward(&mut tampered),
-            Err(CryptoError::AuthenticationFailed),
-            "bit {bit}"
-        );
+        assert_eq!(c.client.unwrap_backward(&mut tampered), Err(CryptoError::AuthenticationFailed), "bit {bit}");
     }
     let mut body = body;
     assert_eq!(c.client.unwrap_backward(&mut body), Ok((2, tag)));
@@ -427,10 +395,7 @@ fn cells_are_bound_to_their_hop() {
     let (mut body, tag) = c.wrap(0, &msg);
     // Hop 1 never sees hop 0's layer; peeling it there fails.
     let mut wrong = body;
-    assert_eq!(
-        c.peel(1, &mut wrong),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(c.peel(1, &mut wrong), Err(CryptoError::AuthenticationFailed));
     c.deliver_forward(0, &mut body, tag, &msg);
 
     // A cell for hop 2 that reaches hop 1 claiming to be last is refused:
@@ -438,10 +403,7 @@ fn cells_are_bound_to_their_hop() {
     let msg = vec![2u8; forward_capacity(2)];
     let (mut body, _) = c.wrap(2, &msg);
     assert_eq!(c.peel(0, &mut body), Ok(Peeled::Onward));
-    assert_eq!(
-        c.relays[1].peel_forward(&mut body, false),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(c.relays[1].peel_forward(&mut body, false), Err(CryptoError::AuthenticationFailed));
 }
 
 /// (v) At `u64::MAX` every operation is refused with `NonceExhausted`.
@@ -453,40 +415,22 @@ fn nonce_exhaustion_is_an_error() {
     }
     let mut body = [0u8; BODY_LEN];
     for (i, relay) in c.relays.iter_mut().enumerate() {
-        assert_eq!(
-            relay.peel_forward(&mut body, i < 2),
-            Err(CryptoError::NonceExhausted)
-        );
-        assert_eq!(
-            relay.peel_forward(&mut body, false),
-            Err(CryptoError::NonceExhausted)
-        );
-        assert_eq!(
-            relay.originate_backward(&mut body),
-            Err(CryptoError::NonceExhausted)
-        );
-        assert_eq!(
-            relay.relay_backward(&mut body),
-            Err(CryptoError::NonceExhausted)
-        );
+        assert_eq!(relay.peel_forward(&mut body, i < 2), Err(CryptoError::NonceExhausted));
+        assert_eq!(relay.peel_forward(&mut body, false), Err(CryptoError::NonceExhausted));
+        assert_eq!(relay.originate_backward(&mut body), Err(CryptoError::NonceExhausted));
+        assert_eq!(relay.relay_backward(&mut body), Err(CryptoError::NonceExhausted));
     }
 
     // Client: exhausting hop 1 blocks wraps to hops 1 and 2, not to hop 0.
     c.client.dangerously_set_counters(1, u64::MAX);
     for target in 1..3 {
         let mut body = [0u8; BODY_LEN];
-        assert_eq!(
-            c.client.wrap_forward(target, &mut body),
-            Err(CryptoError::NonceExhausted)
-        );
+        assert_eq!(c.client.wrap_forward(target, &mut body), Err(CryptoError::NonceExhausted));
     }
     let mut body = [0u8; BODY_LEN];
     assert!(c.client.wrap_forward(0, &mut body).is_ok());
     let mut body = [0u8; BODY_LEN];
-    assert_eq!(
-        c.client.unwrap_backward(&mut body),
-        Err(CryptoError::NonceExhausted)
-    );
+    assert_eq!(c.client.unwrap_backward(&mut body), Err(CryptoError::NonceExhausted));
 }
 
 /// (v) At `u64::MAX - 1` every operation works exactly once more, end to
@@ -512,28 +456,13 @@ fn last_nonce_works_once() {
     // Now everything is exhausted.
     let mut body = [0u8; BODY_LEN];
     for target in 0..n {
-        assert_eq!(
-            c.client.wrap_forward(target, &mut body),
-            Err(CryptoError::NonceExhausted)
-        );
+        assert_eq!(c.client.wrap_forward(target, &mut body), Err(CryptoError::NonceExhausted));
     }
-    assert_eq!(
-        c.client.unwrap_backward(&mut body),
-        Err(CryptoError::NonceExhausted)
-    );
+    assert_eq!(c.client.unwrap_backward(&mut body), Err(CryptoError::NonceExhausted));
     for (i, relay) in c.relays.iter_mut().enumerate() {
-        assert_eq!(
-            relay.peel_forward(&mut body, i + 1 < n),
-            Err(CryptoError::NonceExhausted)
-        );
-        assert_eq!(
-            relay.originate_backward(&mut body),
-            Err(CryptoError::NonceExhausted)
-        );
-        assert_eq!(
-            relay.relay_backward(&mut body),
-            Err(CryptoError::NonceExhausted)
-        );
+        assert_eq!(relay.peel_forward(&mut body, i + 1 < n), Err(CryptoError::NonceExhausted));
+        assert_eq!(relay.originate_backward(&mut body), Err(CryptoError::NonceExhausted));
+        assert_eq!(relay.relay_backward(&mut body), Err(CryptoError::NonceExhausted));
     }
 }
 
@@ -544,10 +473,7 @@ fn refused_wrap_changes_nothing() {
     let mut c = Circuit::new(3, 12);
     c.client.dangerously_set_counters(2, u64::MAX);
     let mut body = [0u8; BODY_LEN];
-    assert_eq!(
-        c.client.wrap_forward(2, &mut body),
-        Err(CryptoError::NonceExhausted)
-    );
+    assert_eq!(c.client.wrap_forward(2, &mut body), Err(CryptoError::NonceExhausted));
     let msg = vec![5u8; forward_capacity(0)];
     let (mut body, tag) = c.wrap(0, &msg);
     c.deliver_forward(0, &mut body, tag, &msg);
@@ -561,34 +487,22 @@ fn stack_bounds() {
     let mut stack = LayerStack::new();
     assert!(stack.is_empty());
     let mut body = [0u8; BODY_LEN];
-    assert!(matches!(
-        stack.wrap_forward(0, &mut body),
-        Err(CryptoError::OutOfRange(_))
-    ));
+    assert!(matches!(stack.wrap_forward(0, &mut body), Err(CryptoError::OutOfRange(_))));
     for i in 0..MAX_HOPS {
         assert_eq!(stack.len(), i);
         stack.push(&random_keys(&mut rng)).unwrap();
     }
     assert_eq!(stack.len(), MAX_HOPS);
-    assert!(matches!(
-        stack.push(&random_keys(&mut rng)),
-        Err(CryptoError::OutOfRange(_))
-    ));
+    assert!(matches!(stack.push(&random_keys(&mut rng)), Err(CryptoError::OutOfRange(_))));
     assert_eq!(stack.len(), MAX_HOPS);
     for target in [MAX_HOPS, MAX_HOPS + 1, usize::MAX] {
-        assert!(matches!(
-            stack.wrap_forward(target, &mut body),
-            Err(CryptoError::OutOfRange(_))
-        ));
+        assert!(matches!(stack.wrap_forward(target, &mut body), Err(CryptoError::OutOfRange(_))));
     }
     // Every held hop is a valid target, the farthest one included.
     assert!(stack.wrap_forward(MAX_HOPS - 1, &mut body).is_ok());
 
     let mut short = Circuit::new(2, 14);
-    assert!(matches!(
-        short.client.wrap_forward(2, &mut body),
-        Err(CryptoError::OutOfRange(_))
-    ));
+    assert!(matches!(short.client.wrap_forward(2, &mut body), Err(CryptoError::OutOfRange(_))));
 }
 
 /// An empty stack cannot unwrap anything.
@@ -596,10 +510,7 @@ fn stack_bounds() {
 fn empty_stack_unwraps_nothing() {
     let mut stack = LayerStack::new();
     let mut body = [0u8; BODY_LEN];
-    assert_eq!(
-        stack.unwrap_backward(&mut body),
-        Err(CryptoError::AuthenticationFailed)
-    );
+    assert_eq!(stack.unwrap_backward(&mut body), Err(CryptoError::AuthenticationFailed));
 }
 
 /// Capacity arithmetic: each earlier hop's restored padding costs one tag.
@@ -607,32 +518,19 @@ fn empty_stack_unwraps_nothing() {
 fn capacities() {
     assert_eq!(forward_capacity(0), BODY_LEN - TAG_LEN);
     assert_eq!(forward_capacity(2), BODY_LEN - 3 * TAG_LEN);
-    assert_eq!(
-        forward_capacity(MAX_HOPS - 1),
-        BODY_LEN - MAX_HOPS * TAG_LEN
-    );
+    assert_eq!(forward_capacity(MAX_HOPS - 1), BODY_LEN - MAX_HOPS * TAG_LEN);
     assert_eq!(BACKWARD_CAPACITY, BODY_LEN - TAG_LEN);
 }
 
 /// Secrets stay out of `Debug` output.
 #[test]
 fn debug_prints_no_key_material() {
-    let keys = HopKeys {
-        forward: Zeroizing::new([0xab; 32]),
-        backward: Zeroizing::new([0xcd; 32]),
-    };
+    let keys = HopKeys { forward: Zeroizing::new([0xab; 32]), backward: Zeroizing::new([0xcd; 32]) };
     let relay = RelayLayers::new(&keys);
     let mut stack = LayerStack::new();
     stack.push(&keys).unwrap();
-    for text in [
-        format!("{keys:?}"),
-        format!("{relay:?}"),
-        format!("{stack:?}"),
-    ] {
-        assert!(
-            !text.contains("ab, ab") && !text.contains("abab") && !text.contains("171"),
-            "{text}"
-        );
+    for text in [format!("{keys:?}"), format!("{relay:?}"), format!("{stack:?}")] {
+        assert!(!text.contains("ab, ab") && !text.contains("abab") && !text.contains("171"), "{text}");
         assert!(!text.contains("cdcd") && !text.contains("205"), "{text}");
     }
 }

@@ -70,14 +70,8 @@ fn x25519_iterate(iterations: u32) -> [u8; 32] {
 /// RFC 7748 §5.2, the iterated vector after 1 and 1,000 iterations.
 #[test]
 fn rfc7748_x25519_iterated() {
-    assert_eq!(
-        x25519_iterate(1),
-        h::<32>("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")
-    );
-    assert_eq!(
-        x25519_iterate(1_000),
-        h::<32>("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51")
-    );
+    assert_eq!(x25519_iterate(1), h::<32>("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079"));
+    assert_eq!(x25519_iterate(1_000), h::<32>("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"));
 }
 
 /// RFC 7748 §5.2, the iterated vector after 1,000,000 iterations (slow in a
@@ -85,10 +79,7 @@ fn rfc7748_x25519_iterated() {
 #[test]
 #[ignore = "one million scalar multiplications"]
 fn rfc7748_x25519_iterated_million() {
-    assert_eq!(
-        x25519_iterate(1_000_000),
-        h::<32>("7c3911e0ab2586fd864497297e575e6f3bc601c0883c30df5f4dd2d24f665424")
-    );
+    assert_eq!(x25519_iterate(1_000_000), h::<32>("7c3911e0ab2586fd864497297e575e6f3bc601c0883c30df5f4dd2d24f665424"));
 }
 
 /// RFC 7748 §6.1: Alice's and Bob's key pairs and their shared secret,
@@ -166,10 +157,7 @@ fn rfc8032_ed25519_tests_1_2_3() {
         // The same signature over a different message must not verify.
         let mut other = msg.clone();
         other.push(0);
-        assert_eq!(
-            sign::verify(&identity.relay_id(), &other, &produced),
-            Err(CryptoError::BadSignature)
-        );
+        assert_eq!(sign::verify(&identity.relay_id(), &other, &produced), Err(CryptoError::BadSignature));
     }
 }
 
@@ -245,11 +233,7 @@ fn rfc5869_hkdf_sha256_cases_1_2_3() {
             hv(ikm_22),
             Some(hv("000102030405060708090a0b0c")),
             hv("f0f1f2f3f4f5f6f7f8f9"),
-            concat!(
-                "3cb25f25faacd57a90434f64d0362f2a",
-                "2d2d0a90cf1a5a4c5db02d56ecc4c5bf",
-                "34007208d5b887185865"
-            ),
+            concat!("3cb25f25faacd57a90434f64d0362f2a", "2d2d0a90cf1a5a4c5db02d56ecc4c5bf", "34007208d5b887185865"),
         ),
         // Test case 2: longer inputs and outputs.
         (
@@ -270,11 +254,7 @@ fn rfc5869_hkdf_sha256_cases_1_2_3() {
             hv(ikm_22),
             Some(Vec::new()),
             Vec::new(),
-            concat!(
-                "8da4e775a563c18f715f802a063c5a31",
-                "b8a11f5c5ee1879ec3454e5f3c738d2d",
-                "9d201395faa4b61a96c8"
-            ),
+            concat!("8da4e775a563c18f715f802a063c5a31", "b8a11f5c5ee1879ec3454e5f3c738d2d", "9d201395faa4b61a96c8"),
         ),
     ];
     for (ikm, salt, info, okm) in cases {
@@ -295,10 +275,7 @@ fn rfc5869_hkdf_sha256_cases_1_2_3() {
 
     // More than 255 hash lengths of output is refused, not truncated.
     let mut too_long = vec![0u8; 255 * 32 + 1];
-    assert_eq!(
-        kdf::hkdf_sha256_into(None, b"ikm", b"info", &mut too_long),
-        None
-    );
+    assert_eq!(kdf::hkdf_sha256_into(None, b"ikm", b"info", &mut too_long), None);
 }
 
 // ---------------------------------------------------------------------------
@@ -329,8 +306,7 @@ const FROZEN_REPLY: &str = concat!(
 /// Frozen: the hop's forward layer key.
 const FROZEN_FORWARD_KEY: &str = "cb3068a9202c71ba5632be1968f9ef61d80ac0596719e46e1939eb8276bbbf0c";
 /// Frozen: the hop's backward layer key.
-const FROZEN_BACKWARD_KEY: &str =
-    "640ca18457d26abdf0a64eefd5f163386e0028262b6f0d95b899ace561334b92";
+const FROZEN_BACKWARD_KEY: &str = "640ca18457d26abdf0a64eefd5f163386e0028262b6f0d95b899ace561334b92";
 
 /// The circuit handshake from fixed relay keys and seeded RNGs produces the
 /// frozen onionskin, reply and hop keys, on both sides.
@@ -342,10 +318,8 @@ fn frozen_circuit_handshake_v1() {
     let mut client_rng = ChaCha20Rng::from_seed([1; 32]);
     let mut relay_rng = ChaCha20Rng::from_seed([2; 32]);
 
-    let (pending, onionskin) =
-        handshake::client_start(&mut client_rng, &relay_id, &onion.onion_public());
-    let (reply, relay_keys) =
-        handshake::relay_respond(&mut relay_rng, &relay_id, &onion, &onionskin).unwrap();
+    let (pending, onionskin) = handshake::client_start(&mut client_rng, &relay_id, &onion.onion_public());
+    let (reply, relay_keys) = handshake::relay_respond(&mut relay_rng, &relay_id, &onion, &onionskin).unwrap();
     let client_keys = pending.finish(&reply).unwrap();
 
     assert_eq!(hex::encode(onionskin), FROZEN_ONIONSKIN);
@@ -362,10 +336,7 @@ fn frozen_circuit_handshake_v1() {
 
 /// The fixed keys of hop `h` of the frozen 3-hop circuit.
 fn frozen_hop_keys(h: u8) -> HopKeys {
-    HopKeys {
-        forward: Zeroizing::new([0xf0 | h; 32]),
-        backward: Zeroizing::new([0xb0 | h; 32]),
-    }
+    HopKeys { forward: Zeroizing::new([0xf0 | h; 32]), backward: Zeroizing::new([0xb0 | h; 32]) }
 }
 
 /// A 3-hop client stack and the three relays' layers, all at counter 0.
@@ -382,20 +353,12 @@ fn frozen_circuit() -> (LayerStack, Vec<RelayLayers>) {
 
 /// The fixed message of cell number `cell`: bytes `cell, cell+1, …` (mod 256).
 fn frozen_message(cell: u8, len: usize) -> Vec<u8> {
-    (0..=u8::MAX)
-        .cycle()
-        .take(len)
-        .map(|i| cell.wrapping_add(i))
-        .collect()
+    (0..=u8::MAX).cycle().take(len).map(|i| cell.wrapping_add(i)).collect()
 }
 
 /// Hex of a body's first 32 bytes, last 32 bytes, for compact frozen values.
 fn ends(body: &[u8; BODY_LEN]) -> String {
-    format!(
-        "{}..{}",
-        hex::encode(&body[..32]),
-        hex::encode(&body[BODY_LEN - 32..])
-    )
+    format!("{}..{}", hex::encode(&body[..32]), hex::encode(&body[BODY_LEN - 32..]))
 }
 
 // FROZEN from version 1 of the spec (§6.2 forward layers with filler, §6.3
@@ -473,10 +436,7 @@ fn frozen_forward_layers_v1() {
 
         assert_eq!(relays[0].peel_forward(&mut body, true), Ok(Peeled::Onward));
         assert_eq!(relays[1].peel_forward(&mut body, true), Ok(Peeled::Onward));
-        assert_eq!(
-            relays[2].peel_forward(&mut body, false),
-            Ok(Peeled::Recognized { tag })
-        );
+        assert_eq!(relays[2].peel_forward(&mut body, false), Ok(Peeled::Recognized { tag }));
         assert_eq!(&body[..cap], msg.as_slice());
     }
     assert_eq!(hex::encode(observed[0].0), FROZEN_FORWARD_CELL_0);
@@ -542,9 +502,7 @@ fn first_32_bytes(seed: [u8; 32]) -> [u8; 32] {
 fn frozen_circuit_handshake_matches_spec_formula() {
     let mut base = [0u8; 32];
     base[0] = 9;
-    let id = IdentityKeypair::from_secret_bytes(&RELAY_IDENTITY_SECRET)
-        .relay_id()
-        .0;
+    let id = IdentityKeypair::from_secret_bytes(&RELAY_IDENTITY_SECRET).relay_id().0;
     let b = keys::x25519(RELAY_ONION_SECRET, base);
     let x = first_32_bytes([1; 32]);
     let y = first_32_bytes([2; 32]);
@@ -555,33 +513,14 @@ fn frozen_circuit_handshake_matches_spec_formula() {
     assert_eq!(hex::encode(&onionskin), FROZEN_ONIONSKIN);
 
     // secret_input = x·Y | x·B | ID | B | X | Y | PROTOID
-    let secret_input = [
-        &keys::x25519(x, y_pub)[..],
-        &keys::x25519(x, b),
-        &id,
-        &b,
-        &x_pub,
-        &y_pub,
-        kdf::PROTOID,
-    ]
-    .concat();
+    let secret_input =
+        [&keys::x25519(x, y_pub)[..], &keys::x25519(x, b), &id, &b, &x_pub, &y_pub, kdf::PROTOID].concat();
     // The relay's view of the same secret: y·X | b·X.
     assert_eq!(keys::x25519(y, x_pub), keys::x25519(x, y_pub));
     assert_eq!(keys::x25519(RELAY_ONION_SECRET, x_pub), keys::x25519(x, b));
 
     let verify = kdf::hmac_sha256(kdf::T_VERIFY, &[&secret_input]);
-    let auth = kdf::hmac_sha256(
-        kdf::T_MAC,
-        &[
-            &verify,
-            &id,
-            &b,
-            &y_pub,
-            &x_pub,
-            kdf::PROTOID,
-            kdf::SERVER_ROLE,
-        ],
-    );
+    let auth = kdf::hmac_sha256(kdf::T_MAC, &[&verify, &id, &b, &y_pub, &x_pub, kdf::PROTOID, kdf::SERVER_ROLE]);
     assert_eq!(hex::encode([&y_pub[..], &auth].concat()), FROZEN_REPLY);
 
     let okm = kdf::hkdf_sha256::<64>(kdf::T_KEY_EXTRACT, &secret_input, kdf::M_EXPAND);
@@ -605,11 +544,7 @@ fn frozen_forward_cell_matches_reference_relays() {
     assert_eq!(body.len(), BODY_LEN);
     for hop in 0..3u8 {
         let key = *frozen_hop_keys(hop).forward;
-        let ad = if hop == 2 {
-            kdf::AD_FORWARD_RECOGNIZED
-        } else {
-            kdf::AD_FORWARD_ONWARD
-        };
+        let ad = if hop == 2 { kdf::AD_FORWARD_RECOGNIZED } else { kdf::AD_FORWARD_ONWARD };
         let tag: [u8; TAG_LEN] = body[..TAG_LEN].try_into().unwrap();
         let mut ct = body[TAG_LEN..].to_vec();
         layer::chacha20poly1305_open_raw(&key, &counter_nonce(0), ad, &mut ct, &tag).unwrap();
@@ -632,13 +567,8 @@ fn frozen_backward_cell_matches_reference_hops() {
     let mut body = [0u8; BODY_LEN];
     body[TAG_LEN..].copy_from_slice(&frozen_message(0x80, layer::BACKWARD_CAPACITY));
     let origin_key = *frozen_hop_keys(2).backward;
-    let tag = layer::chacha20poly1305_seal_raw(
-        &origin_key,
-        &nonce,
-        kdf::AD_BACKWARD_ORIGIN,
-        &mut body[TAG_LEN..],
-    )
-    .unwrap();
+    let tag =
+        layer::chacha20poly1305_seal_raw(&origin_key, &nonce, kdf::AD_BACKWARD_ORIGIN, &mut body[TAG_LEN..]).unwrap();
     body[..TAG_LEN].copy_from_slice(&tag);
     assert_eq!(hex::encode(tag), FROZEN_BACKWARD_TAG_0);
     for hop in [1u8, 0] {

@@ -175,7 +175,7 @@ impl Cell {
     pub fn create(circ: CircId, onionskin: &[u8; ONIONSKIN_LEN]) -> Self {
         let mut cell = Self::new(circ, CellCommand::Create);
         cell.payload[..2].copy_from_slice(&HANDSHAKE_NTOR_V1.to_be_bytes());
-        cell.payload[2..4].copy_from_slice(&(ONIONSKIN_LEN as u16).to_be_bytes());
+        cell.payload[2..4].copy_from_slice(&u16::try_from(ONIONSKIN_LEN).unwrap_or(u16::MAX).to_be_bytes());
         cell.payload[4..4 + ONIONSKIN_LEN].copy_from_slice(onionskin);
         cell
     }
@@ -183,7 +183,7 @@ impl Cell {
     /// A CREATED cell carrying `reply`: `length u16 | reply | zero padding`.
     pub fn created(circ: CircId, reply: &[u8; REPLY_LEN]) -> Self {
         let mut cell = Self::new(circ, CellCommand::Created);
-        cell.payload[..2].copy_from_slice(&(REPLY_LEN as u16).to_be_bytes());
+        cell.payload[..2].copy_from_slice(&u16::try_from(REPLY_LEN).unwrap_or(u16::MAX).to_be_bytes());
         cell.payload[2..2 + REPLY_LEN].copy_from_slice(reply);
         cell
     }

@@ -306,10 +306,7 @@ mod tests {
     #[test]
     fn length_prefix_above_maximum_is_invalid_before_reading() {
         let mut r = Reader::new(&[0xff, 0xff]);
-        assert_eq!(
-            r.bytes_u16_len("field", 100),
-            Err(DecodeError::invalid("field", "length above protocol maximum"))
-        );
+        assert_eq!(r.bytes_u16_len("field", 100), Err(DecodeError::invalid("field", "length above protocol maximum")));
     }
 
     #[test]
@@ -321,10 +318,7 @@ mod tests {
             }
         }
         assert_eq!(decode_exact::<One>("one", &[7]).map(|o| o.0), Ok(7));
-        assert_eq!(
-            decode_exact::<One>("one", &[7, 8]).err(),
-            Some(DecodeError::invalid("one", "trailing bytes"))
-        );
+        assert_eq!(decode_exact::<One>("one", &[7, 8]).err(), Some(DecodeError::invalid("one", "trailing bytes")));
     }
 
     #[test]

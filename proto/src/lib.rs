@@ -1,10 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub mod codec;
 pub mod cell;
-pub mod msg;
+pub mod circuit;
+pub mod codec;
 pub mod error;
 pub mod link;
-pub mod circuit;
+pub mod msg;
 pub mod redact;

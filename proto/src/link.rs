@@ -282,10 +282,8 @@ impl LinkHandshake {
         let State::Finished { noise, peer } = self.state else {
             return Err(LinkError::State("handshake not finished"));
         };
-        let (tx, rx) = noise
-            .into_transport()
-            .map_err(|source| LinkError::Crypto { context: "noise split", source })?
-            .split();
+        let (tx, rx) =
+            noise.into_transport().map_err(|source| LinkError::Crypto { context: "noise split", source })?.split();
         Ok((LinkSender { noise: tx }, LinkReceiver { noise: rx, scratch: vec![0; NOISE_MAX_MSG] }, peer))
     }
 
@@ -293,66 +291,10 @@ impl LinkHandshake {
     /// returns bytes consumed (0 = need more input or nothing to do).
     fn step<R: RngCore + CryptoRng>(&mut self, rng: &mut R, input: &[u8]) -> Result<usize, LinkError> {
         match std::mem::replace(&mut self.state, State::Dead) {
-            State::AwaitingPreamble { link_key, cert } => {
-                let [version, code, ..] = *input else {
-                    self.state = State::AwaitingPreamble { link_key, cert };
-                    return Ok(0);
-                };
-                if version != LINK_VERSION {
-                    return Err(LinkError::Protocol("unsupported link version"));
-                }
-                let pattern = pattern_from_code(code)?;
-                let noise = NoiseHandshake::responder(rng, pattern, &link_key)
-                    .map_err(|source| LinkError::Crypto { context: "noise responder", source })?;
-                self.state = State::AwaitingMsg1 { noise: Box::new(noise), pattern, cert };
-                Ok(2)
-            }
-            State::AwaitingMsg1 { mut noise, pattern, cert } => {
-                let Some((frame, used)) = read_frame(input)? else {
-                    self.state = State::AwaitingMsg1 { noise, pattern, cert };
-                    return Ok(0);
-                };
-                let payload = read_noise(&mut noise, frame)?;
-                if !payload.is_empty() {
-                    return Err(LinkError::Protocol("payload in message 1"));
-                }
-                // XX: the responder proves its identity in message 2.
-                let auth = match pattern {
-                    LinkPattern::Xx => LinkAuth::Relay(cert).encode().to_vec(),
-                    LinkPattern::Xk => Vec::new(),
-                };
-                write_frame(&mut noise, &auth, &mut self.out)?;
-                self.state = State::AwaitingMsg3 { noise };
-                Ok(used)
-            }
-            State::AwaitingMsg3 { mut noise } => {
-                let Some((frame, used)) = read_frame(input)? else {
-                    self.state = State::AwaitingMsg3 { noise };
-                    return Ok(0);
-                };
-                let payload = read_noise(&mut noise, frame)?;
-                let peer = authenticate(&noise, &payload)?;
-                self.state = State::Finished { noise, peer };
-                Ok(used)
-            }
-            State::AwaitingMsg2 { mut noise, pattern, auth, expect } => {
-                let Some((frame, used)) = read_frame(input)? else {
-                    self.state = State::AwaitingMsg2 { noise, pattern, auth, expect };
-                    return Ok(0);
-                };
-                let payload = read_noise(&mut noise, frame)?;
-                let peer = match (pattern, expect) {
-                    (LinkPattern::Xk, PeerExpectation::Known { relay_id, .. }) if payload.is_empty() => relay_id,
-                    (LinkPattern::Xx, _) => match authenticate(&noise, &payload)? {
-                        PeerIdentity::Relay(id) => id,
-                        PeerIdentity::Anonymous => return Err(LinkError::UnexpectedPeer),
-                    },
-                    _ => return Err(LinkError::Protocol("unexpected payload in message 2")),
-                };
-                write_frame(&mut noise, &auth.encode(), &mut self.out)?;
-                self.state = State::Finished { noise, peer: PeerIdentity::Relay(peer) };
-                Ok(used)
-            }
+            State::AwaitingPreamble { link_key, cert } => self.on_preamble(rng, input, link_key, cert),
+            State::AwaitingMsg1 { noise, pattern, cert } => self.on_msg1(input, noise, pattern, cert),
+            State::AwaitingMsg3 { noise } => self.on_msg3(input, noise),
+            State::AwaitingMsg2 { noise, pattern, auth, expect } => self.on_msg2(input, noise, pattern, auth, expect),
             finished @ (State::Finished { .. } | State::Dead) => {
                 self.state = finished;
                 if input.is_empty() {
@@ -362,6 +304,93 @@ impl LinkHandshake {
                 }
             }
         }
+    }
+
+    /// Responder: the two-byte preamble chooses the pattern.
+    fn on_preamble<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        input: &[u8],
+        link_key: Box<StaticKeypair>,
+        cert: LinkCert,
+    ) -> Result<usize, LinkError> {
+        let [version, code, ..] = *input else {
+            self.state = State::AwaitingPreamble { link_key, cert };
+            return Ok(0);
+        };
+        if version != LINK_VERSION {
+            return Err(LinkError::Protocol("unsupported link version"));
+        }
+        let pattern = pattern_from_code(code)?;
+        let noise = NoiseHandshake::responder(rng, pattern, &link_key)
+            .map_err(|source| LinkError::Crypto { context: "noise responder", source })?;
+        self.state = State::AwaitingMsg1 { noise: Box::new(noise), pattern, cert };
+        Ok(2)
+    }
+
+    /// Responder: message 1 (empty payload); answer with message 2.
+    fn on_msg1(
+        &mut self,
+        input: &[u8],
+        mut noise: Box<NoiseHandshake>,
+        pattern: LinkPattern,
+        cert: LinkCert,
+    ) -> Result<usize, LinkError> {
+        let Some((frame, used)) = read_frame(input)? else {
+            self.state = State::AwaitingMsg1 { noise, pattern, cert };
+            return Ok(0);
+        };
+        let payload = read_noise(&mut noise, frame)?;
+        if !payload.is_empty() {
+            return Err(LinkError::Protocol("payload in message 1"));
+        }
+        // XX: the responder proves its identity in message 2.
+        let auth = match pattern {
+            LinkPattern::Xx => LinkAuth::Relay(cert).encode().to_vec(),
+            LinkPattern::Xk => Vec::new(),
+        };
+        write_frame(&mut noise, &auth, &mut self.out)?;
+        self.state = State::AwaitingMsg3 { noise };
+        Ok(used)
+    }
+
+    /// Responder: message 3 carries the initiator's `LinkAuth`.
+    fn on_msg3(&mut self, input: &[u8], mut noise: Box<NoiseHandshake>) -> Result<usize, LinkError> {
+        let Some((frame, used)) = read_frame(input)? else {
+            self.state = State::AwaitingMsg3 { noise };
+            return Ok(0);
+        };
+        let payload = read_noise(&mut noise, frame)?;
+        let peer = authenticate(&noise, &payload)?;
+        self.state = State::Finished { noise, peer };
+        Ok(used)
+    }
+
+    /// Initiator: message 2 (the responder's `LinkAuth` in XX); answer with message 3.
+    fn on_msg2(
+        &mut self,
+        input: &[u8],
+        mut noise: Box<NoiseHandshake>,
+        pattern: LinkPattern,
+        auth: LinkAuth,
+        expect: PeerExpectation,
+    ) -> Result<usize, LinkError> {
+        let Some((frame, used)) = read_frame(input)? else {
+            self.state = State::AwaitingMsg2 { noise, pattern, auth, expect };
+            return Ok(0);
+        };
+        let payload = read_noise(&mut noise, frame)?;
+        let peer = match (pattern, expect) {
+            (LinkPattern::Xk, PeerExpectation::Known { relay_id, .. }) if payload.is_empty() => relay_id,
+            (LinkPattern::Xx, _) => match authenticate(&noise, &payload)? {
+                PeerIdentity::Relay(id) => id,
+                PeerIdentity::Anonymous => return Err(LinkError::UnexpectedPeer),
+            },
+            _ => return Err(LinkError::Protocol("unexpected payload in message 2")),
+        };
+        write_frame(&mut noise, &auth.encode(), &mut self.out)?;
+        self.state = State::Finished { noise, peer: PeerIdentity::Relay(peer) };
+        Ok(used)
     }
 }
 

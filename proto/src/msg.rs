@@ -233,7 +233,11 @@ impl RelayCell {
         check_stream(self.stream, &self.msg).map_err(|reason| EncodeError::Invalid { what: "relay cell", reason })?;
         let max_body = region.len().saturating_sub(HEADER_LEN);
         let body = encode_body(&self.msg, max_body)?;
-        let len = u16::try_from(body.len()).map_err(|_| EncodeError::TooLong { what: "relay body", len: body.len(), max: max_body })?;
+        let len = u16::try_from(body.len()).map_err(|_| EncodeError::TooLong {
+            what: "relay body",
+            len: body.len(),
+            max: max_body,
+        })?;
         if body.len() > max_body {
             return Err(EncodeError::TooLong { what: "relay body", len: body.len(), max: max_body });
         }
@@ -529,7 +533,10 @@ mod tests {
             (&[0x08, 0, 5, 0, 0], DecodeError::invalid("relay message", "circuit message on a stream")),
             (&[0x03, 0, 1, 0, 2, 1, 1], DecodeError::invalid("relay message body", "trailing bytes")),
             (&[0x01, 0, 1, 0, 4, 0x01, 1, b'a', 0], DecodeError::invalid("relay message body", "truncated")),
-            (&[0x01, 0, 1, 0, 5, 0x01, 1, b' ', 0, 80], DecodeError::invalid("hostname", "empty or not printable ASCII")),
+            (
+                &[0x01, 0, 1, 0, 5, 0x01, 1, b' ', 0, 80],
+                DecodeError::invalid("hostname", "empty or not printable ASCII"),
+            ),
             (&[0x04, 0, 1, 0, 2, 0x09, 0], DecodeError::invalid("address", "unknown address type")),
             (&[0x0a, 0, 1, 0, 1, 9], DecodeError::invalid("resolved", "too many addresses")),
             (&[0x02], DecodeError::invalid("relay message", "truncated")),

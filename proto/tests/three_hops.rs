@@ -3,6 +3,10 @@
 //! with windows and receipts — plus hostile-hop scenarios that must end one
 //! circuit with a typed error and leave the others alone.
 
+// Test harness code: a broken set-up should fail loudly, and the harness
+// (not the protocol core) may read the clock to start build timers.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, clippy::cast_possible_truncation)]
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -294,7 +298,9 @@ impl Net {
     }
 
     fn exit_flush(&mut self, relay: usize, link: LinkId, circ: CircId, stream: StreamId) {
-        let Some(st) = self.exit.get_mut(&(relay, circ, stream)) else { return };
+        let Some(st) = self.exit.get_mut(&(relay, circ, stream)) else {
+            return;
+        };
         let table = self.relays[relay].tables.get_mut(&link).unwrap();
         while !st.to_send.is_empty() && table.can_send(circ, stream) {
             let chunk: Vec<u8> = st.to_send.iter().take(16 * 1024).copied().collect();
@@ -321,9 +327,10 @@ impl Net {
     fn open_stream(&mut self, circ: CircId) -> StreamId {
         let stream = self.clients.get_mut(&circ).unwrap().begin(Target::Hostname("localhost".into()), 80).unwrap();
         self.run();
-        assert!(self.client_events.iter().any(
-            |(c, ev)| *c == circ && matches!(ev, ClientEvent::StreamConnected { stream: s, .. } if *s == stream)
-        ));
+        assert!(self
+            .client_events
+            .iter()
+            .any(|(c, ev)| *c == circ && matches!(ev, ClientEvent::StreamConnected { stream: s, .. } if *s == stream)));
         stream
     }
 
@@ -332,7 +339,7 @@ impl Net {
         let stream = self.open_stream(circ);
         self.client_pending.insert((circ, stream), b"ping".iter().copied().collect());
         self.run();
-        self.exit.get(&(2, CircId(circ.0), stream)).is_some() || self.exit.values().any(|e| e.received == b"ping")
+        self.exit.contains_key(&(2, CircId(circ.0), stream)) || self.exit.values().any(|e| e.received == b"ping")
     }
 }
 
@@ -420,7 +427,10 @@ fn wrong_onion_key_fails_the_extend_and_only_that_circuit() {
     let bad = CircId(0x8000_0001);
     net.build(bad, path);
     assert!(net.errors.iter().any(|(r, e)| *r == 2
-        && matches!(e, CircuitError::Crypto { context: "circuit handshake", source: lamina_crypto::CryptoError::UnknownKey, .. })));
+        && matches!(
+            e,
+            CircuitError::Crypto { context: "circuit handshake", source: lamina_crypto::CryptoError::UnknownKey, .. }
+        )));
     assert!(net.clients[&bad].is_closed());
     assert!(!net.clients[&bad].is_open());
     assert!(net.is_open(good));
@@ -466,8 +476,10 @@ fn exit_refusal_and_client_end_reach_the_other_side() {
     net.build(short, path);
     let s = net.clients.get_mut(&short).unwrap().begin(Target::Ip("127.0.0.1".parse().unwrap()), 80).unwrap();
     net.run();
-    assert!(net.client_events.iter().any(|(c, ev)| *c == short
-        && *ev == ClientEvent::StreamEnded { stream: s, reason: EndReason::NotExit }));
+    assert!(net
+        .client_events
+        .iter()
+        .any(|(c, ev)| *c == short && *ev == ClientEvent::StreamEnded { stream: s, reason: EndReason::NotExit }));
     assert!(net.is_open(short), "a refused stream does not kill the circuit");
 }
 

@@ -168,12 +168,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 fn matches(pattern: &AddrPattern, ip: IpAddr) -> bool {
     match (pattern, ip) {
         (AddrPattern::Any, _) | (AddrPattern::AnyV4, IpAddr::V4(_)) | (AddrPattern::AnyV6, IpAddr::V6(_)) => true,
-        (AddrPattern::Prefix(IpAddr::V4(net), bits), IpAddr::V4(ip)) => {
-            prefix_eq(&net.octets(), &ip.octets(), *bits)
-        }
-        (AddrPattern::Prefix(IpAddr::V6(net), bits), IpAddr::V6(ip)) => {
-            prefix_eq(&net.octets(), &ip.octets(), *bits)
-        }
+        (AddrPattern::Prefix(IpAddr::V4(net), bits), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), *bits),
+        (AddrPattern::Prefix(IpAddr::V6(net), bits), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), *bits),
         _ => false,
     }
 }
@@ -277,16 +273,35 @@ mod tests {
         let own = ip("203.0.113.7");
         let p = ExitPolicy::default_exit(&[own]);
         for bad in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1", "100.64.0.1",
-            "100.127.255.255", "198.18.0.1", "198.19.255.255", "224.0.0.1", "0.0.0.0", "255.255.255.255", "::1",
-            "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "203.0.113.7",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "198.18.0.1",
+            "198.19.255.255",
+            "224.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "203.0.113.7",
         ] {
             assert!(!p.allows(ip(bad), 443), "{bad} must be rejected");
         }
         for good in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "198.20.0.1", "2001:db8::1", "1.1.1.1"] {
             assert!(p.allows(ip(good), 443), "{good} must be accepted");
         }
-        assert!(ExitPolicy::reject_all().is_exit() == false);
+        assert!(!ExitPolicy::reject_all().is_exit());
     }
 
     #[test]

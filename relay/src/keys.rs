@@ -79,12 +79,18 @@ impl RelayKeys {
 }
 
 /// Read a 32-byte secret, or create one with mode 0600.
-fn load_or_create_secret<R: RngCore + CryptoRng>(path: &Path, rng: &mut R) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
+fn load_or_create_secret<R: RngCore + CryptoRng>(
+    path: &Path,
+    rng: &mut R,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
     let io = |source| KeyError::Io { path: path.to_path_buf(), source };
     match fs::metadata(path) {
         Ok(meta) => {
             if meta.permissions().mode() & 0o077 != 0 {
-                return Err(KeyError::Invalid { path: path.to_path_buf(), reason: "readable by group or others (chmod 600)" });
+                return Err(KeyError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: "readable by group or others (chmod 600)",
+                });
             }
             let bytes = Zeroizing::new(fs::read(path).map_err(io)?);
             let mut secret = Zeroizing::new([0u8; KEY_LEN]);

@@ -51,7 +51,12 @@ impl RelayHandle {
 }
 
 /// Start a relay on an already-bound `listener` (STYLE.md P2: tests inject it).
-pub fn spawn(listener: TcpListener, keys: RelayKeys, policy: ExitPolicy, config: NetConfig) -> std::io::Result<RelayHandle> {
+pub fn spawn(
+    listener: TcpListener,
+    keys: RelayKeys,
+    policy: ExitPolicy,
+    config: NetConfig,
+) -> std::io::Result<RelayHandle> {
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let ctx = RelayContext::new(keys, policy, config, rx);

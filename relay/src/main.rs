@@ -41,6 +41,7 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+/// Parse flags, set up logging, run the relay.
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -63,6 +64,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Load settings and keys, bind, serve until a signal.
 async fn run(args: Args) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
@@ -99,12 +101,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
         };
         tokio::select! {
             _ = ctrl_c => {},

@@ -8,7 +8,7 @@ use lamina_tests::{relay_ip, serve_echo, serve_payload, socks5_connect, TestNet}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect()
+    (0..len).map(|i| u8::try_from(i % 251).unwrap_or(0) ^ u8::try_from((i >> 12) % 256).unwrap_or(0)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +29,10 @@ async fn twenty_mebibytes_download_and_upload_through_three_hops() {
     let (mut r, mut w) = s.into_split();
     let up = Arc::new(pattern(20 * 1024 * 1024));
     let up2 = Arc::clone(&up);
-    let writer = tokio::spawn(async move { w.write_all(&up2).await.unwrap(); w });
+    let writer = tokio::spawn(async move {
+        w.write_all(&up2).await.unwrap();
+        w
+    });
     let mut back = vec![0u8; up.len()];
     r.read_exact(&mut back).await.unwrap();
     assert!(back == *up, "upload echoed intact");
@@ -120,7 +123,8 @@ async fn killed_relay_costs_only_its_streams() {
         if let Ok(Ok(mut s)) = socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), None).await {
             if s.write_all(b"again").await.is_ok() {
                 let mut back = [0u8; 5];
-                if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.is_ok_and(|r| r.is_ok()) {
+                if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.is_ok_and(|r| r.is_ok())
+                {
                     ok = back == *b"again";
                     break;
                 }

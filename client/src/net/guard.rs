@@ -414,10 +414,10 @@ impl LinkTask {
                     let _ = reply.send(Ok(circ));
                 }
             }
-            ClientEvent::StreamConnected { stream, .. } => self.to_stream(circ, stream, StreamEvent::Connected),
-            ClientEvent::StreamData { stream, data } => self.to_stream(circ, stream, StreamEvent::Data(data)),
+            ClientEvent::StreamConnected { stream, .. } => self.deliver_to_stream(circ, stream, StreamEvent::Connected),
+            ClientEvent::StreamData { stream, data } => self.deliver_to_stream(circ, stream, StreamEvent::Data(data)),
             ClientEvent::StreamEnded { stream, reason } => {
-                self.to_stream(circ, stream, StreamEvent::Ended(reason));
+                self.deliver_to_stream(circ, stream, StreamEvent::Ended(reason));
                 self.streams.remove(&(circ, stream));
                 if let Some(p) = self.pending.remove(&(circ, stream)) {
                     drop(p.done);
@@ -441,7 +441,7 @@ impl LinkTask {
 
     /// Send an event to a stream's owner; a full channel means the owner
     /// overran the window (a bug): end the stream.
-    fn to_stream(&mut self, circ: CircId, stream: StreamId, ev: StreamEvent) {
+    fn deliver_to_stream(&mut self, circ: CircId, stream: StreamId, ev: StreamEvent) {
         let Some(tx) = self.streams.get(&(circ, stream)) else { return };
         if tx.try_send(ev).is_err() {
             self.streams.remove(&(circ, stream));

@@ -336,9 +336,11 @@ impl ClientCircuit {
         let cap = lamina_crypto::layer::forward_capacity(hop);
         let len = plaintext.len().min(cap);
         body[TAG_LEN..TAG_LEN + len].copy_from_slice(&plaintext[..len]);
-        self.layers
-            .wrap_forward(hop, &mut body)
-            .map_err(|source| CircuitError::Crypto { circ, context: "forward wrap", source })?;
+        self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "forward wrap",
+            source,
+        })?;
         self.out.push_back(Cell::relay(circ, body));
         Ok(())
     }
@@ -384,10 +386,11 @@ impl ClientCircuit {
         RelayCell::new(stream, msg)
             .encode_into(&mut body[TAG_LEN..TAG_LEN + cap])
             .map_err(|source| CircuitError::Encode { circ, source })?;
-        let tag = self
-            .layers
-            .wrap_forward(hop, &mut body)
-            .map_err(|source| CircuitError::Crypto { circ, context: "forward wrap", source })?;
+        let tag = self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "forward wrap",
+            source,
+        })?;
         self.out.push_back(Cell::relay(circ, body));
         Ok(tag)
     }
@@ -410,9 +413,11 @@ impl ClientCircuit {
         reply: &[u8; lamina_crypto::handshake::REPLY_LEN],
     ) -> Result<(), CircuitError> {
         let circ = self.circ;
-        let keys = pending
-            .finish(reply)
-            .map_err(|source| CircuitError::Crypto { circ, context: "circuit handshake", source })?;
+        let keys = pending.finish(reply).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "circuit handshake",
+            source,
+        })?;
         self.layers.push(&keys).map_err(|source| CircuitError::Crypto { circ, context: "add layer", source })?;
         let next = self.layers.len();
         let Some(hop) = self.path.get(next).cloned() else {
@@ -433,10 +438,11 @@ impl ClientCircuit {
         if matches!(self.state, State::AwaitingCreated { .. } | State::Closed) {
             return Err(CircuitError::Protocol { circ, reason: "relay cell before CREATED" });
         }
-        let (hop, tag) = self
-            .layers
-            .unwrap_backward(&mut cell.payload)
-            .map_err(|source| CircuitError::Crypto { circ, context: "backward layers", source })?;
+        let (hop, tag) = self.layers.unwrap_backward(&mut cell.payload).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "backward layers",
+            source,
+        })?;
         let rc = RelayCell::decode(&cell.payload[TAG_LEN..]).map_err(|source| CircuitError::Decode { circ, source })?;
         match rc.msg {
             RelayMsg::Extended(reply) => self.handle_extended(rng, hop, &reply),
@@ -481,7 +487,10 @@ impl ClientCircuit {
                 Ok(())
             }
             RelayMsg::Connected(addr) => {
-                let st = self.streams.get_mut(&stream).ok_or(CircuitError::Protocol { circ, reason: "CONNECTED for unknown stream" })?;
+                let st = self
+                    .streams
+                    .get_mut(&stream)
+                    .ok_or(CircuitError::Protocol { circ, reason: "CONNECTED for unknown stream" })?;
                 if st.connected {
                     return Err(CircuitError::Protocol { circ, reason: "second CONNECTED" });
                 }

@@ -441,7 +441,12 @@ impl RelayCircuitTable {
     }
 
     /// Exit: the stream is connected (to `addr`, if we say).
-    pub fn stream_connected(&mut self, circ: CircId, stream: StreamId, addr: Option<IpAddr>) -> Result<(), CircuitError> {
+    pub fn stream_connected(
+        &mut self,
+        circ: CircId,
+        stream: StreamId,
+        addr: Option<IpAddr>,
+    ) -> Result<(), CircuitError> {
         let st = self.stream_mut(circ, stream)?;
         st.connected = true;
         self.originate(circ, stream, RelayMsg::Connected(addr)).map(|_| ())
@@ -632,7 +637,13 @@ impl RelayCircuitTable {
     }
 
     /// DATA for a stream ending here.
-    fn handle_data(&mut self, circ: CircId, stream: StreamId, data: Vec<u8>, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+    fn handle_data(
+        &mut self,
+        circ: CircId,
+        stream: StreamId,
+        data: Vec<u8>,
+        tag: [u8; TAG_LEN],
+    ) -> Result<(), CircuitError> {
         let hop = self.hop_mut(circ)?;
         hop.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
         match hop.streams.get_mut(&stream) {
@@ -709,10 +720,11 @@ impl RelayCircuitTable {
         RelayCell::new(stream, msg)
             .encode_into(backward_region(&mut body))
             .map_err(|source| CircuitError::Encode { circ, source })?;
-        let tag = hop
-            .layers
-            .originate_backward(&mut body)
-            .map_err(|source| CircuitError::Crypto { circ, context: "backward seal", source })?;
+        let tag = hop.layers.originate_backward(&mut body).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "backward seal",
+            source,
+        })?;
         self.out.push_back(Cell::relay(circ, body));
         Ok(tag)
     }

@@ -25,11 +25,7 @@ impl RelayKeys {
 }
 
 /// Shuttle bytes until both sides finish or one fails.
-fn run(
-    rng: &mut ChaCha20Rng,
-    a: &mut LinkHandshake,
-    b: &mut LinkHandshake,
-) -> Result<(), (bool, LinkError)> {
+fn run(rng: &mut ChaCha20Rng, a: &mut LinkHandshake, b: &mut LinkHandshake) -> Result<(), (bool, LinkError)> {
     let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
     for _ in 0..10 {
         if let Some(bytes) = a.poll_transmit() {

@@ -63,10 +63,9 @@ pub async fn open_stream(
 async fn connect(ctx: &RelayContext, target: &Target, port: u16) -> Result<TcpStream, EndReason> {
     let addrs: Vec<SocketAddr> = match target {
         Target::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-        Target::Hostname(name) => tokio::net::lookup_host((name.as_str(), port))
-            .await
-            .map_err(|_| EndReason::ResolveFailed)?
-            .collect(),
+        Target::Hostname(name) => {
+            tokio::net::lookup_host((name.as_str(), port)).await.map_err(|_| EndReason::ResolveFailed)?.collect()
+        }
     };
     if addrs.is_empty() {
         return Err(EndReason::ResolveFailed);
@@ -131,7 +130,12 @@ async fn write_to_destination(
 /// Read from the destination and hand bytes to the link task, one chunk at
 /// a time: the next read waits until the last chunk is packaged, so a
 /// closed window stops reading (no unbounded buffering).
-async fn read_from_destination(mut socket: OwnedReadHalf, inbox: mpsc::Sender<LinkCmd>, circ: CircId, stream: StreamId) {
+async fn read_from_destination(
+    mut socket: OwnedReadHalf,
+    inbox: mpsc::Sender<LinkCmd>,
+    circ: CircId,
+    stream: StreamId,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match socket.read(&mut buf).await {

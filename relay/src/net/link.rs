@@ -394,12 +394,26 @@ impl LinkTask {
     ) {
         match action {
             RelayAction::Forward { to, cell } => forward.entry(to.link).or_default().push(cell),
-            RelayAction::Backward { to, from, cell } => backward.entry(to.link).or_default().push((to.circ, from, cell)),
+            RelayAction::Backward { to, from, cell } => {
+                backward.entry(to.link).or_default().push((to.circ, from, cell))
+            }
             RelayAction::Extend { circ, extend } => {
-                tokio::spawn(extend_circuit(Arc::clone(&self.ctx), Route { link: self.id, circ }, extend, self.own.clone()));
+                tokio::spawn(extend_circuit(
+                    Arc::clone(&self.ctx),
+                    Route { link: self.id, circ },
+                    extend,
+                    self.own.clone(),
+                ));
             }
             RelayAction::Begin { circ, stream, target, port } => {
-                tokio::spawn(exit::open_stream(Arc::clone(&self.ctx), self.own.inbox.clone(), circ, stream, target, port));
+                tokio::spawn(exit::open_stream(
+                    Arc::clone(&self.ctx),
+                    self.own.inbox.clone(),
+                    circ,
+                    stream,
+                    target,
+                    port,
+                ));
             }
             RelayAction::BeginDir { circ, stream } => {
                 // The directory service is attached by the directory driver;

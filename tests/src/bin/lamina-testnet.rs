@@ -24,6 +24,7 @@ struct Args {
     socks: SocketAddr,
 }
 
+/// Parse flags, set up logging, run the network.
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -50,6 +51,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Start the network, print the ready line, wait for Ctrl-C.
 async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let net = TestNet::start(args.relays, args.exits, args.socks).await?;
