@@ -179,6 +179,16 @@ impl Client {
         ready
     }
 
+    /// Build one circuit for any exit and close it again; returns how long
+    /// the build took (benchmarks and health checks).
+    pub async fn probe_build(&self) -> Result<Duration, ClientError> {
+        let started = Instant::now();
+        let circuit = self.build(None, &[]).await?;
+        let took = started.elapsed();
+        circuit.link.close(circuit.circ).await;
+        Ok(took)
+    }
+
     /// Open a stream to `target:port` in isolation class `isolation`.
     pub async fn connect(&self, target: Target, port: u16, isolation: Isolation) -> Result<ClientStream, ClientError> {
         let mut refused_by: Vec<RelayId> = Vec::new();
@@ -369,16 +379,34 @@ impl ClientStream {
             }
             up_link.end(circ, stream).await;
         });
-        while let Some(ev) = events.recv().await {
-            match ev {
-                StreamEvent::Data(data) => {
-                    if writer.write_all(&data).await.is_err() {
-                        break;
+        let mut batch = Vec::with_capacity(256 * 1024);
+        let mut ended = false;
+        while let Some(first) = events.recv().await {
+            // Gather every DATA cell already queued into one write.
+            let mut cells = 0u32;
+            batch.clear();
+            let mut next = Some(first);
+            while let Some(ev) = next.take() {
+                match ev {
+                    StreamEvent::Data(data) => {
+                        batch.extend_from_slice(&data);
+                        cells += 1;
                     }
-                    link.consumed(circ, stream, 1).await;
+                    StreamEvent::Ended(_) => ended = true,
+                    StreamEvent::Connected => {}
                 }
-                StreamEvent::Ended(_) => break,
-                StreamEvent::Connected => {}
+                if !ended && batch.len() < 256 * 1024 {
+                    next = events.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                if writer.write_all(&batch).await.is_err() {
+                    break;
+                }
+                link.consumed(circ, stream, cells).await;
+            }
+            if ended {
+                break;
             }
         }
         let _ = writer.shutdown().await;
