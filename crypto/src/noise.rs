@@ -17,7 +17,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 use zeroize::Zeroizing;
 
@@ -229,8 +229,9 @@ fn builder<R: RngCore + CryptoRng>(rng: &mut R, pattern: LinkPattern) -> Result<
     Ok(snow::Builder::with_resolver(params, Box::new(resolver)).prologue(LINK_PROLOGUE))
 }
 
-/// A resolver that hands snow a generator seeded by the caller's RNG and
-/// takes every primitive from snow's default resolver.
+/// A resolver that hands snow a generator seeded by the caller's RNG, takes
+/// the cipher from snow's `ring` resolver, and every other primitive from
+/// snow's default resolver.
 struct SeededResolver {
     /// Seed of the generator; zeroized on drop.
     seed: Zeroizing<[u8; 32]>,
@@ -250,7 +251,10 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        // ring's ChaCha20-Poly1305 is several times faster than the
+        // pure-Rust one on link frames (the link cipher dominated the
+        // relay's profile); same RFC 8439 construction.
+        RingResolver.resolve_cipher(choice).or_else(|| DefaultResolver.resolve_cipher(choice))
     }
 }
 

@@ -24,8 +24,9 @@ use crate::error::ClientError;
 const COMMANDS: usize = 1024;
 /// Capacity of the writer channel, in batches.
 const WRITER: usize = 1024;
-/// Capacity of a stream's event channel: one window of DATA plus control.
-const STREAM_EVENTS: usize = 1100;
+/// Capacity of a stream's event channel: one stream window of DATA cells
+/// (the exit cannot send more before we acknowledge) plus control events.
+const STREAM_EVENTS: usize = lamina_proto::circuit::flow::STREAM_WINDOW_START as usize + 64;
 
 /// What a stream's owner hears.
 #[derive(Debug)]
