@@ -155,9 +155,12 @@ mod tests {
         }
         relays[3].exit_ports = vec![(443, 443)];
         assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
-        // A family declared by relay 3 excludes relay 4 beside it.
+        // A family declared by relay 3 excludes relay 4 beside it; with
+        // only relays 1 and 2 (one /16) left for guard and middle, no path.
         relays[3].exit_ports = vec![(1, 65535)];
         relays[2].family = vec![RelayId([4; 32])];
+        assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
+        relays.push(relay(5, "127.5.0.1", false));
         for _ in 0..50 {
             let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
             assert!(path.iter().all(|h| h.relay_id != RelayId([3; 32])));
