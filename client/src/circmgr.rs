@@ -161,6 +161,21 @@ impl Client {
         self.lock().circuits.iter().map(|c| (c.path[0].relay_id, c.circ)).collect()
     }
 
+    /// Which circuits each isolation class has claimed (tests of stream
+    /// isolation): (class, circuits as (guard, circuit id on its link)).
+    pub fn isolation_map(&self) -> Vec<(Isolation, Vec<(RelayId, CircId)>)> {
+        let mut map: Vec<(Isolation, Vec<(RelayId, CircId)>)> = Vec::new();
+        for c in &self.lock().circuits {
+            let Some(class) = &c.claimed else { continue };
+            let key = (c.path[0].relay_id, c.circ);
+            match map.iter_mut().find(|(k, _)| k == class) {
+                Some((_, ids)) => ids.push(key),
+                None => map.push((class.clone(), vec![key])),
+            }
+        }
+        map
+    }
+
     /// Keep `prebuilt` clean circuits ready; returns how many are ready.
     pub async fn ensure_prebuilt(&self) -> usize {
         let want = self.inner.config.prebuilt;
