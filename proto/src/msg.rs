@@ -231,6 +231,9 @@ impl RelayCell {
     /// the rest. Fails if the message does not fit or breaks a rule.
     pub fn encode_into(&self, region: &mut [u8]) -> Result<(), EncodeError> {
         check_stream(self.stream, &self.msg).map_err(|reason| EncodeError::Invalid { what: "relay cell", reason })?;
+        if region.len() < HEADER_LEN {
+            return Err(EncodeError::TooLong { what: "relay header", len: HEADER_LEN, max: region.len() });
+        }
         let max_body = region.len().saturating_sub(HEADER_LEN);
         let body = encode_body(&self.msg, max_body)?;
         let len = u16::try_from(body.len()).map_err(|_| EncodeError::TooLong {

@@ -19,7 +19,7 @@ const MAX_DATA: usize = BACKWARD_CAPACITY - HEADER_LEN;
 
 /// `N` arbitrary bytes.
 fn bytes<const N: usize>() -> impl Strategy<Value = [u8; N]> {
-    prop::collection::vec(any::<u8>(), N).prop_map(|v| v.try_into().unwrap())
+    prop::collection::vec(any::<u8>(), N).prop_map(|v| v.try_into().expect("the vector has N bytes"))
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {
@@ -60,7 +60,8 @@ fn relay_cell() -> impl Strategy<Value = RelayCell> {
     prop_oneof![
         (stream(), target(), any::<u16>())
             .prop_map(|(s, target, port)| RelayCell::new(s, RelayMsg::Begin { target, port })),
-        (stream(), prop::collection::vec(any::<u8>(), 1..=MAX_DATA)).prop_map(|(s, d)| RelayCell::new(s, RelayMsg::Data(d))),
+        (stream(), prop::collection::vec(any::<u8>(), 1..=MAX_DATA))
+            .prop_map(|(s, d)| RelayCell::new(s, RelayMsg::Data(d))),
         (stream(), end_reason()).prop_map(|(s, r)| RelayCell::new(s, RelayMsg::End(r))),
         (stream(), prop::option::of(ip())).prop_map(|(s, a)| RelayCell::new(s, RelayMsg::Connected(a))),
         (any::<u16>(), any::<[u8; TAG_LEN]>()).prop_map(|(s, t)| RelayCell::new(StreamId(s), RelayMsg::Sendme(t))),
@@ -78,7 +79,7 @@ fn relay_cell() -> impl Strategy<Value = RelayCell> {
 fn cell() -> impl Strategy<Value = Cell> {
     (any::<u32>(), 0u8..5, bytes::<PAYLOAD_LEN>()).prop_map(|(circ, code, payload)| Cell {
         circ: CircId(circ),
-        command: CellCommand::from_code(code).unwrap(),
+        command: CellCommand::from_code(code).expect("codes 0..5 are known"),
         payload,
     })
 }
@@ -88,7 +89,7 @@ fn cell() -> impl Strategy<Value = Cell> {
 fn relay_like_bytes() -> impl Strategy<Value = Vec<u8>> {
     (0u8..=0x0d, any::<u16>(), prop::collection::vec(any::<u8>(), 0..300), any::<bool>(), any::<u16>()).prop_map(
         |(code, stream, body, honest_len, len)| {
-            let len = if honest_len { u16::try_from(body.len()).unwrap() } else { len };
+            let len = if honest_len { u16::try_from(body.len()).expect("bodies are short") } else { len };
             let mut out = vec![code];
             out.extend_from_slice(&stream.to_be_bytes());
             out.extend_from_slice(&len.to_be_bytes());

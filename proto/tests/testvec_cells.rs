@@ -25,7 +25,7 @@ fn unhex(s: &str) -> Vec<u8> {
     assert!(digits.len() % 2 == 0, "odd hex length in {s:?}");
     digits
         .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ASCII"), 16).expect("hex digits"))
         .collect()
 }
 
@@ -49,7 +49,7 @@ fn cell_bytes(prefix: &str) -> Vec<u8> {
 }
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    s.parse().expect("a valid address")
 }
 
 fn invalid(what: &'static str, reason: &'static str) -> DecodeError {
@@ -60,7 +60,7 @@ fn invalid(what: &'static str, reason: &'static str) -> DecodeError {
 
 /// The onionskin used by the CREATE vectors: bytes 0x00, 0x01, …, 0x5f.
 fn skin() -> [u8; ONIONSKIN_LEN] {
-    std::array::from_fn(|i| u8::try_from(i).unwrap())
+    std::array::from_fn(|i| u8::try_from(i).expect("i < 96"))
 }
 
 /// The onionskin bytes, written out.
@@ -222,8 +222,16 @@ fn malformed_cells_get_the_exact_error() {
             format!("80000001 01 0001 0060 {SKIN_HEX} {} 01", rep("00", PAYLOAD_LEN - 4 - 96 - 1)),
             invalid("create", "non-zero padding"),
         ),
-        ("onionskin length 95", format!("80000001 01 0001 005f {SKIN_HEX}"), invalid("create", "wrong onionskin length")),
-        ("onionskin length 97", format!("80000001 01 0001 0061 {SKIN_HEX}"), invalid("create", "wrong onionskin length")),
+        (
+            "onionskin length 95",
+            format!("80000001 01 0001 005f {SKIN_HEX}"),
+            invalid("create", "wrong onionskin length"),
+        ),
+        (
+            "onionskin length 97",
+            format!("80000001 01 0001 0061 {SKIN_HEX}"),
+            invalid("create", "wrong onionskin length"),
+        ),
         ("onionskin length 0", "80000001 01 0001 0000".to_string(), invalid("create", "wrong onionskin length")),
         ("handshake type 2", format!("80000001 01 0002 0060 {SKIN_HEX}"), invalid("create", "unknown handshake type")),
         ("handshake type 0", format!("80000001 01 0000 0060 {SKIN_HEX}"), invalid("create", "unknown handshake type")),
@@ -255,7 +263,7 @@ fn extend(addr: &str) -> RelayMsg {
     RelayMsg::Extend(Box::new(Extend {
         relay_id: RelayId([0x11; 32]),
         link_key: LinkPublicKey([0x22; 32]),
-        addr: addr.parse::<SocketAddr>().unwrap(),
+        addr: addr.parse::<SocketAddr>().expect("a valid socket address"),
         onionskin: [0x33; ONIONSKIN_LEN],
     }))
 }
@@ -264,6 +272,7 @@ fn extend(addr: &str) -> RelayMsg {
 const EXAMPLE_COM: &str = "6578616d706c652e636f6d";
 
 /// (name, hex: cmd | stream | len | body, value).
+#[allow(clippy::too_many_lines)] // A vector table: one entry per case, nothing to factor out.
 fn relay_vectors() -> Vec<(&'static str, String, RelayCell)> {
     let s7 = StreamId(7);
     let v = |stream, msg| RelayCell::new(stream, msg);
@@ -297,7 +306,10 @@ fn relay_vectors() -> Vec<(&'static str, String, RelayCell)> {
         (
             "SENDME circuit",
             "05 0000 0010  00112233445566778899aabbccddeeff".into(),
-            v(StreamId::CIRCUIT, RelayMsg::Sendme(unhex("00112233445566778899aabbccddeeff").try_into().unwrap())),
+            v(
+                StreamId::CIRCUIT,
+                RelayMsg::Sendme(unhex("00112233445566778899aabbccddeeff").try_into().expect("16 bytes")),
+            ),
         ),
         ("SENDME stream", format!("05 0007 0010  {}", rep("5e", 16)), v(s7, RelayMsg::Sendme([0x5e; TAG_LEN]))),
         (
@@ -439,25 +451,52 @@ fn extend_body(addr_hex: &str, htype: &str, skin_len: &str, skin_bytes: usize) -
     format!("{} {} {addr_hex} 2329 {htype} {skin_len} {}", rep("11", 32), rep("22", 32), rep("33", skin_bytes))
 }
 
-#[test]
-fn malformed_relay_messages_get_the_exact_error() {
-    let truncated = invalid("relay message", "truncated");
-    let body_truncated = invalid("relay message body", "truncated");
-    let trailing = invalid("relay message body", "trailing bytes");
-    let bad_host = invalid("hostname", "empty or not printable ASCII");
-    let bad_addr = invalid("address", "unknown address type");
-    let on_stream = invalid("relay message", "circuit message on a stream");
-    let no_stream = invalid("relay message", "stream message without a stream");
+/// Shorthands for the errors the malformed-input tables expect.
+mod err {
+    use super::{invalid, DecodeError};
 
-    let cases: Vec<(&str, String, DecodeError)> = vec![
+    pub(crate) fn truncated() -> DecodeError {
+        invalid("relay message", "truncated")
+    }
+    pub(crate) fn body_truncated() -> DecodeError {
+        invalid("relay message body", "truncated")
+    }
+    pub(crate) fn trailing() -> DecodeError {
+        invalid("relay message body", "trailing bytes")
+    }
+    pub(crate) fn bad_host() -> DecodeError {
+        invalid("hostname", "empty or not printable ASCII")
+    }
+    pub(crate) fn bad_addr() -> DecodeError {
+        invalid("address", "unknown address type")
+    }
+    pub(crate) fn on_stream() -> DecodeError {
+        invalid("relay message", "circuit message on a stream")
+    }
+    pub(crate) fn no_stream() -> DecodeError {
+        invalid("relay message", "stream message without a stream")
+    }
+}
+
+/// Decode every `(name, hex, error)` case and compare the exact error.
+fn check_malformed(cases: Vec<(&str, String, DecodeError)>) {
+    for (name, hex_str, err) in cases {
+        assert_eq!(RelayCell::decode(&unhex(&hex_str)), Err(err), "{name}: {hex_str}");
+    }
+}
+
+#[allow(clippy::too_many_lines)] // A vector table: one entry per case, nothing to factor out.
+#[test]
+fn malformed_headers_and_stream_messages() {
+    check_malformed(vec![
         // Truncation: header, then body.
-        ("empty", String::new(), truncated.clone()),
-        ("command only", "02".into(), truncated.clone()),
-        ("half a stream id", "02 00".into(), truncated.clone()),
-        ("no length", "02 0001".into(), truncated.clone()),
-        ("half a length", "02 0001 00".into(), truncated.clone()),
-        ("body shorter than its length", "02 0001 0009 01".into(), truncated.clone()),
-        ("length beyond any region", "02 0001 ffff 01".into(), truncated.clone()),
+        ("empty", String::new(), err::truncated()),
+        ("command only", "02".into(), err::truncated()),
+        ("half a stream id", "02 00".into(), err::truncated()),
+        ("no length", "02 0001".into(), err::truncated()),
+        ("half a length", "02 0001 00".into(), err::truncated()),
+        ("body shorter than its length", "02 0001 0009 01".into(), err::truncated()),
+        ("length beyond any region", "02 0001 ffff 01".into(), err::truncated()),
         // Unknown commands.
         ("command 00", "00 0001 0000".into(), invalid("relay message", "unknown command")),
         ("command 0c", "0c 0001 0000".into(), invalid("relay message", "unknown command")),
@@ -465,39 +504,52 @@ fn malformed_relay_messages_get_the_exact_error() {
         // DATA.
         ("empty DATA", "02 0001 0000".into(), invalid("data", "empty")),
         // BEGIN.
-        ("BEGIN empty hostname", "01 0001 0005 01 00 0050 00".into(), bad_host.clone()),
-        ("BEGIN control character", "01 0001 0006 01 01 07 0050 00".into(), bad_host.clone()),
-        ("BEGIN space in hostname", "01 0001 0008 01 03 612062 0050 00".into(), bad_host.clone()),
-        ("BEGIN DEL in hostname", "01 0001 0006 01 01 7f 0050 00".into(), bad_host.clone()),
-        ("BEGIN hostname past the body", "01 0001 0004 01 ff 6162".into(), body_truncated.clone()),
+        ("BEGIN empty hostname", "01 0001 0005 01 00 0050 00".into(), err::bad_host()),
+        ("BEGIN control character", "01 0001 0006 01 01 07 0050 00".into(), err::bad_host()),
+        ("BEGIN space in hostname", "01 0001 0008 01 03 612062 0050 00".into(), err::bad_host()),
+        ("BEGIN DEL in hostname", "01 0001 0006 01 01 7f 0050 00".into(), err::bad_host()),
+        ("BEGIN hostname past the body", "01 0001 0004 01 ff 6162".into(), err::body_truncated()),
         ("BEGIN unknown flags", "01 0007 0008 04 c0000201 0050 01".into(), invalid("begin", "unknown flags")),
-        ("BEGIN no address type", "01 0007 0004 00 0050 00".into(), bad_addr.clone()),
-        ("BEGIN address type 05", "01 0007 0008 05 c0000201 0050 00".into(), bad_addr.clone()),
-        ("BEGIN without port", "01 0007 0005 04 c0000201".into(), body_truncated.clone()),
-        ("BEGIN without flags", "01 0007 0007 04 c0000201 0050".into(), body_truncated.clone()),
-        ("BEGIN trailing byte", "01 0007 0009 04 c0000201 0050 00 00".into(), trailing.clone()),
+        ("BEGIN no address type", "01 0007 0004 00 0050 00".into(), err::bad_addr()),
+        ("BEGIN address type 05", "01 0007 0008 05 c0000201 0050 00".into(), err::bad_addr()),
+        ("BEGIN without port", "01 0007 0005 04 c0000201".into(), err::body_truncated()),
+        ("BEGIN without flags", "01 0007 0007 04 c0000201 0050".into(), err::body_truncated()),
+        ("BEGIN trailing byte", "01 0007 0009 04 c0000201 0050 00 00".into(), err::trailing()),
+    ]);
+}
+
+#[test]
+fn malformed_names_addresses_and_counts() {
+    check_malformed(vec![
         // RESOLVE.
-        ("RESOLVE non-ASCII", "09 0001 0004 01 02 c3a9".into(), bad_host.clone()),
-        ("RESOLVE empty hostname", "09 0001 0002 01 00".into(), bad_host.clone()),
+        ("RESOLVE non-ASCII", "09 0001 0004 01 02 c3a9".into(), err::bad_host()),
+        ("RESOLVE empty hostname", "09 0001 0002 01 00".into(), err::bad_host()),
         ("RESOLVE an address", "09 0001 0005 04 01020304".into(), invalid("resolve", "not a host name")),
-        ("RESOLVE hostname past the body", "09 0001 0003 01 05 61".into(), body_truncated.clone()),
+        ("RESOLVE hostname past the body", "09 0001 0003 01 05 61".into(), err::body_truncated()),
         // RESOLVED.
         ("RESOLVED count 9", "0a 0001 0001 09".into(), invalid("resolved", "too many addresses")),
         ("RESOLVED count 255", "0a 0001 0001 ff".into(), invalid("resolved", "too many addresses")),
-        ("RESOLVED fewer addresses than counted", "0a 0001 0006 02 04 01020304".into(), body_truncated.clone()),
-        ("RESOLVED a hostname", "0a 0001 0003 01 01 61".into(), bad_addr.clone()),
-        ("RESOLVED trailing byte", "0a 0001 0007 01 04 01020304 00".into(), trailing.clone()),
+        ("RESOLVED fewer addresses than counted", "0a 0001 0006 02 04 01020304".into(), err::body_truncated()),
+        ("RESOLVED a hostname", "0a 0001 0003 01 01 61".into(), err::bad_addr()),
+        ("RESOLVED trailing byte", "0a 0001 0007 01 04 01020304 00".into(), err::trailing()),
+    ]);
+}
+
+#[allow(clippy::too_many_lines)] // A vector table: one entry per case, nothing to factor out.
+#[test]
+fn malformed_fixed_fields_and_handshakes() {
+    check_malformed(vec![
         // CONNECTED.
-        ("CONNECTED address type 05", "04 0007 0002 05 00".into(), bad_addr.clone()),
-        ("CONNECTED short IPv4", "04 0007 0003 04 0a01".into(), body_truncated.clone()),
-        ("CONNECTED short IPv6", "04 0007 0005 06 00000000".into(), body_truncated.clone()),
-        ("CONNECTED empty", "04 0007 0000".into(), body_truncated.clone()),
+        ("CONNECTED address type 05", "04 0007 0002 05 00".into(), err::bad_addr()),
+        ("CONNECTED short IPv4", "04 0007 0003 04 0a01".into(), err::body_truncated()),
+        ("CONNECTED short IPv6", "04 0007 0005 06 00000000".into(), err::body_truncated()),
+        ("CONNECTED empty", "04 0007 0000".into(), err::body_truncated()),
         // END.
-        ("END trailing byte", "03 0007 0002 06 00".into(), trailing.clone()),
-        ("END without reason", "03 0007 0000".into(), body_truncated.clone()),
+        ("END trailing byte", "03 0007 0002 06 00".into(), err::trailing()),
+        ("END without reason", "03 0007 0000".into(), err::body_truncated()),
         // SENDME.
-        ("SENDME short receipt", format!("05 0000 000f {}", rep("5e", 15)), body_truncated.clone()),
-        ("SENDME long receipt", format!("05 0000 0011 {}", rep("5e", 17)), trailing.clone()),
+        ("SENDME short receipt", format!("05 0000 000f {}", rep("5e", 15)), err::body_truncated()),
+        ("SENDME long receipt", format!("05 0000 0011 {}", rep("5e", 17)), err::trailing()),
         // EXTEND.
         (
             "EXTEND handshake type 2",
@@ -517,47 +569,55 @@ fn malformed_relay_messages_get_the_exact_error() {
         (
             "EXTEND hostname address",
             format!("06 0000 00ab {}", extend_body("01 7f000001", "0001", "0060", 96)),
-            bad_addr.clone(),
+            err::bad_addr(),
         ),
-        ("EXTEND truncated", format!("06 0000 0040 {}", rep("11", 64)), body_truncated.clone()),
+        ("EXTEND truncated", format!("06 0000 0040 {}", rep("11", 64)), err::body_truncated()),
         // EXTENDED.
-        ("EXTENDED reply length 63", format!("07 0000 0041 003f {}", rep("44", 63)), invalid("extended", "short reply")),
+        (
+            "EXTENDED reply length 63",
+            format!("07 0000 0041 003f {}", rep("44", 63)),
+            invalid("extended", "short reply"),
+        ),
         (
             "EXTENDED reply length 65",
             format!("07 0000 0043 0041 {}", rep("44", 65)),
             invalid("extended", "length above protocol maximum"),
         ),
-        ("EXTENDED trailing byte", format!("07 0000 0043 0040 {} 00", rep("44", 64)), trailing.clone()),
+        ("EXTENDED trailing byte", format!("07 0000 0043 0040 {} 00", rep("44", 64)), err::trailing()),
         // BEGIN_DIR.
-        ("BEGIN_DIR with a body", "0b 0005 0001 00".into(), trailing.clone()),
+        ("BEGIN_DIR with a body", "0b 0005 0001 00".into(), err::trailing()),
+    ]);
+}
+
+#[test]
+fn stream_id_rule_violations() {
+    check_malformed(vec![
         // Stream-id rules: circuit messages only on stream 0 …
         (
             "EXTEND on a stream",
             format!("06 0005 00ab {}", extend_body("04 7f000001", "0001", "0060", 96)),
-            on_stream.clone(),
+            err::on_stream(),
         ),
-        ("EXTENDED on a stream", format!("07 0005 0042 0040 {}", rep("44", 64)), on_stream.clone()),
-        ("DROP on a stream", "08 0005 0000".into(), on_stream.clone()),
+        ("EXTENDED on a stream", format!("07 0005 0042 0040 {}", rep("44", 64)), err::on_stream()),
+        ("DROP on a stream", "08 0005 0000".into(), err::on_stream()),
         // … stream messages never on stream 0.
-        ("BEGIN on stream 0", "01 0000 0008 04 c0000201 0050 00".into(), no_stream.clone()),
-        ("DATA on stream 0", "02 0000 0001 ff".into(), no_stream.clone()),
-        ("END on stream 0", "03 0000 0001 06".into(), no_stream.clone()),
-        ("CONNECTED on stream 0", "04 0000 0001 00".into(), no_stream.clone()),
-        ("RESOLVE on stream 0", format!("09 0000 000d 01 0b {EXAMPLE_COM}"), no_stream.clone()),
-        ("RESOLVED on stream 0", "0a 0000 0001 00".into(), no_stream.clone()),
-        ("BEGIN_DIR on stream 0", "0b 0000 0000".into(), no_stream.clone()),
+        ("BEGIN on stream 0", "01 0000 0008 04 c0000201 0050 00".into(), err::no_stream()),
+        ("DATA on stream 0", "02 0000 0001 ff".into(), err::no_stream()),
+        ("END on stream 0", "03 0000 0001 06".into(), err::no_stream()),
+        ("CONNECTED on stream 0", "04 0000 0001 00".into(), err::no_stream()),
+        ("RESOLVE on stream 0", format!("09 0000 000d 01 0b {EXAMPLE_COM}"), err::no_stream()),
+        ("RESOLVED on stream 0", "0a 0000 0001 00".into(), err::no_stream()),
+        ("BEGIN_DIR on stream 0", "0b 0000 0000".into(), err::no_stream()),
         // The body is checked before the stream rule.
         ("empty DATA on stream 0", "02 0000 0000".into(), invalid("data", "empty")),
-    ];
-    for (name, hex_str, err) in cases {
-        let bytes = unhex(&hex_str);
-        assert_eq!(RelayCell::decode(&bytes), Err(err), "{name}: {hex_str}");
-    }
+    ]);
 }
 
+#[allow(clippy::too_many_lines)] // A vector table: one entry per case, nothing to factor out.
 #[test]
 fn values_the_encoder_refuses_get_the_exact_error() {
-    let begin = |name: &str| RelayCell::new(StreamId(1), RelayMsg::Begin { target: Target::Hostname(name.into()), port: 80 });
+    let begin =
+        |name: &str| RelayCell::new(StreamId(1), RelayMsg::Begin { target: Target::Hostname(name.into()), port: 80 });
     let bad_host = EncodeError::Invalid { what: "hostname", reason: "empty or not printable ASCII" };
     let max_body = BACKWARD_CAPACITY - HEADER_LEN;
     let cases: Vec<(&str, RelayCell, EncodeError)> = vec![

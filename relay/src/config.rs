@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::exit_policy::{ExitPolicy, PolicyError};
 
 /// Settings from the TOML file; every field optional.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Data directory.
@@ -25,6 +25,10 @@ pub struct FileConfig {
     pub exit_policy: Option<String>,
     /// Metrics endpoint.
     pub metrics: Option<SocketAddr>,
+    /// CREATE cells per second accepted from one client IP.
+    pub create_rate: Option<f64>,
+    /// Burst of CREATE cells from one client IP.
+    pub create_burst: Option<f64>,
 }
 
 /// Why the configuration is unusable.

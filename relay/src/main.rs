@@ -84,7 +84,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keys = RelayKeys::load_or_create(&data_dir, &mut rand_core::OsRng)
         .with_context(|| format!("keys in {}", data_dir.display()))?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let relay = lamina_relay::spawn(listener, keys, policy, NetConfig::default())?;
+    let mut net = NetConfig::default();
+    if let Some(rate) = file.create_rate {
+        net.create_rate = rate;
+    }
+    if let Some(burst) = file.create_burst {
+        net.create_burst = burst;
+    }
+    let relay = lamina_relay::spawn(listener, keys, policy, net)?;
     info!(relay = %relay.relay_id().short(), %listen, exit = relay.ctx.policy.is_exit(), seeds = seeds.len(), "relay started");
     if let Some(addr) = metrics {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;

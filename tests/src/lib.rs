@@ -56,7 +56,9 @@ impl TestNet {
             let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
             let exit = i < exits;
             let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
-            let handle = lamina_relay::spawn(listener, keys, policy, NetConfig::default())?;
+            // A local test network: one client builds many circuits quickly.
+            let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
+            let handle = lamina_relay::spawn(listener, keys, policy, config)?;
             infos.push(RelayInfo {
                 hop: HopSpec {
                     relay_id: handle.relay_id(),

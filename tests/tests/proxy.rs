@@ -26,8 +26,10 @@ async fn different_credentials_never_share_a_circuit() {
     let before: HashSet<_> = net.client.circuits().into_iter().collect();
 
     // Keep streams open so each class's circuit is visible at once.
-    let mut alice = socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), Some(("alice", "a"))).await.unwrap().unwrap();
-    let mut alice2 = socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), Some(("alice", "a"))).await.unwrap().unwrap();
+    let mut alice =
+        socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), Some(("alice", "a"))).await.unwrap().unwrap();
+    let mut alice2 =
+        socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), Some(("alice", "a"))).await.unwrap().unwrap();
     let mut bob = socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), Some(("bob", "b"))).await.unwrap().unwrap();
     for s in [&mut alice, &mut alice2, &mut bob] {
         s.write_all(b"x").await.unwrap();
@@ -124,4 +126,32 @@ async fn hostile_link_peers_cannot_crash_a_relay() {
     assert!(net.ready(Duration::from_secs(10)).await);
     assert!(net.relays[0].ctx.metrics.handshakes_failed.get() >= 3);
     net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_create_rate_is_limited_per_ip() {
+    use lamina_relay::exit_policy::ExitPolicy;
+    use lamina_relay::keys::RelayKeys;
+    use lamina_relay::net::registry::NetConfig;
+    let listener = tokio::net::TcpListener::bind("127.90.0.1:0").await.unwrap();
+    let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
+    let hop = lamina_proto::circuit::client::HopSpec {
+        relay_id: keys.identity.relay_id(),
+        onion_key: keys.onion.onion_public(),
+        link_key: keys.link.link_public(),
+        addr: listener.local_addr().unwrap(),
+    };
+    let config = NetConfig { create_rate: 0.001, create_burst: 5.0, ..NetConfig::default() };
+    let relay = lamina_relay::spawn(listener, keys, ExitPolicy::reject_all(), config).unwrap();
+    // Two links from the same IP share one bucket of five.
+    let a = lamina_client::net::guard::GuardLink::connect(&hop, Duration::from_secs(5)).await.unwrap();
+    let b = lamina_client::net::guard::GuardLink::connect(&hop, Duration::from_secs(5)).await.unwrap();
+    let mut built = 0;
+    for i in 0..10 {
+        let link = if i % 2 == 0 { &a } else { &b };
+        built += usize::from(link.build(vec![hop.clone()], Duration::from_secs(5)).await.is_ok());
+    }
+    assert_eq!(built, 5);
+    assert_eq!(relay.ctx.metrics.creates_rate_limited.get(), 5);
+    relay.shutdown().await;
 }

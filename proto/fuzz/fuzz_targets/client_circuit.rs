@@ -34,6 +34,7 @@ use lamina_crypto::layer::{Peeled, RelayLayers, BODY_LEN, TAG_LEN};
 use lamina_proto::cell::{Cell, CellCommand, CircId, DestroyReason, PAYLOAD_LEN};
 use lamina_proto::circuit::client::{ClientCircuit, ClientEvent, HopSpec};
 use lamina_proto::circuit::MAX_STREAMS_PER_CIRCUIT;
+use lamina_proto::error::CircuitError;
 use lamina_proto::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::rand_core::SeedableRng;
@@ -249,17 +250,10 @@ impl Harness {
                     Some(ip) => Target::Ip(IpAddr::from(ip)),
                     None => Target::Hostname("example.org".into()),
                 };
-                let opened = self.client.begin(target, port).ok();
-                self.opened_result(opened);
+                self.open(|c| c.begin(target, port));
             }
-            Op::BeginName(name) => {
-                let opened = self.client.begin(Target::Hostname(name), 443).ok();
-                self.opened_result(opened);
-            }
-            Op::BeginDir => {
-                let opened = self.client.begin_dir().ok();
-                self.opened_result(opened);
-            }
+            Op::BeginName(name) => self.open(|c| c.begin(Target::Hostname(name), 443)),
+            Op::BeginDir => self.open(ClientCircuit::begin_dir),
             Op::SendData { stream, len } => {
                 let stream = self.stream(stream);
                 let could = self.client.can_send(stream);
@@ -326,13 +320,19 @@ impl Harness {
         }
     }
 
-    /// Record a stream `begin`/`begin_dir` opened.
-    fn opened_result(&mut self, stream: Option<StreamId>) {
-        if let Some(stream) = stream {
-            assert_ne!(stream, StreamId::CIRCUIT);
-            assert!(!self.opened.contains(&stream) || self.ended.contains(&stream), "a live stream id was reused");
-            self.ended.remove(&stream);
-            self.opened.push(stream);
+    /// Open a stream with `begin`/`begin_dir` and record it. A failed
+    /// call must leave no stream behind.
+    fn open(&mut self, call: impl FnOnce(&mut ClientCircuit) -> Result<StreamId, CircuitError>) {
+        let before = self.client.stream_count();
+        match call(&mut self.client) {
+            Ok(stream) => {
+                assert_ne!(stream, StreamId::CIRCUIT);
+                assert!(!self.opened.contains(&stream) || self.ended.contains(&stream), "a live stream id was reused");
+                assert_eq!(self.client.stream_count(), before + 1);
+                self.ended.remove(&stream);
+                self.opened.push(stream);
+            }
+            Err(e) => assert_eq!(self.client.stream_count(), before, "a failed begin left a stream behind ({e})"),
         }
     }
 
@@ -473,7 +473,9 @@ impl Harness {
             }
             CellCommand::Destroy => self.relay_dead = true,
             CellCommand::Relay => self.peel(cell),
-            CellCommand::Created | CellCommand::Padding => panic!("the client sent {:?}", cell.command),
+            CellCommand::Created | CellCommand::Padding => {
+                panic!("the client sent {:?}", cell.command)
+            }
         }
     }
 
@@ -484,15 +486,17 @@ impl Harness {
         }
         let (relays, _) = fixture();
         let relay = &relays[hop];
-        let (reply, keys) =
-            relay_respond(&mut self.rng, &relay.relay_id, &relay.onion, skin).expect("the client addresses the right keys");
+        let (reply, keys) = relay_respond(&mut self.rng, &relay.relay_id, &relay.onion, skin)
+            .expect("the client addresses the right keys");
         self.layers.push(RelayLayers::new(&keys));
         let cell = match via {
             None => Cell::created(CIRC, &reply),
             Some(from) => {
                 let mut plain = [0u8; BODY_LEN - TAG_LEN];
                 RelayCell::new(StreamId::CIRCUIT, RelayMsg::Extended(reply)).encode_into(&mut plain).expect("fits");
-                let Some(cell) = self.originate_raw(u8::try_from(from).unwrap_or(0), &plain) else { return };
+                let Some(cell) = self.originate_raw(u8::try_from(from).unwrap_or(0), &plain) else {
+                    return;
+                };
                 cell
             }
         };

@@ -584,10 +584,8 @@ impl World {
     /// In strict mode, an honest run causes no peer errors at a table.
     fn check_table_result(&self, t: usize, result: Result<(), CircuitError>) {
         let Err(e) = result else { return };
-        let benign = matches!(
-            e,
-            CircuitError::Limit { .. } | CircuitError::Protocol { reason: "cell for unknown circuit", .. }
-        );
+        let benign =
+            matches!(e, CircuitError::Limit { .. } | CircuitError::Protocol { reason: "cell for unknown circuit", .. });
         assert!(!strict() || self.hostile || benign, "honest run: table {t} rejected a cell: {e:?}");
     }
 
@@ -596,7 +594,9 @@ impl World {
         let before = self.queue.len();
         let mut acted = false;
         for i in 0..self.clients.len() {
-            let Some(c) = self.clients[i].as_mut() else { continue };
+            let Some(c) = self.clients[i].as_mut() else {
+                continue;
+            };
             let mut cells = Vec::new();
             while let Some(cell) = c.circ.poll_transmit() {
                 cells.push(cell);

@@ -23,7 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tracing::{debug, trace, warn};
 
 use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
@@ -55,6 +54,10 @@ pub fn start_link(
     };
     ctx.register(id, handle.clone(), peer_relay);
     ctx.metrics.links_open.inc();
+    let client_ip = match peer {
+        PeerIdentity::Anonymous => stream.peer_addr().ok().map(|a| a.ip()),
+        PeerIdentity::Relay(_) => None,
+    };
     let (read_half, write_half) = stream.into_split();
     tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx));
     let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
@@ -66,7 +69,7 @@ pub fn start_link(
         own: handle.clone(),
         cache: HashMap::new(),
         streams: HashMap::new(),
-        creates: TokenBucket::new(ctx.config.create_rate, ctx.config.create_burst),
+        client_ip,
     };
     tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
     (id, handle)
@@ -92,39 +95,6 @@ struct Pending {
     done: oneshot::Sender<()>,
 }
 
-/// A token bucket for CREATE cells (Tor's per-peer creation rate limit).
-struct TokenBucket {
-    /// Tokens per second.
-    rate: f64,
-    /// Capacity.
-    burst: f64,
-    /// Tokens now.
-    tokens: f64,
-    /// Last refill.
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst, tokens: burst, last: Instant::now() }
-    }
-
-    /// Take a token if one is available.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The reader task's state.
 struct LinkTask {
     /// Shared relay state.
@@ -141,8 +111,9 @@ struct LinkTask {
     cache: HashMap<LinkId, LinkHandle>,
     /// Exit streams of circuits owned here.
     streams: HashMap<(CircId, StreamId), ExitStream>,
-    /// CREATE rate limit.
-    creates: TokenBucket,
+    /// The peer's IP if it is a client (CREATE rate limit applies), `None`
+    /// for relays.
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl LinkTask {
@@ -213,7 +184,7 @@ impl LinkTask {
     /// One cell from the peer.
     fn handle_cell(&mut self, cell: Cell) {
         if cell.command == CellCommand::Create {
-            if !self.creates.take() {
+            if self.client_ip.is_some_and(|ip| !self.ctx.take_create_token(ip)) {
                 self.ctx.metrics.creates_rate_limited.inc();
                 let _ = self.own.writer.try_send(vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
                 return;

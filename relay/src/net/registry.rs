@@ -141,9 +141,11 @@ pub struct NetConfig {
     pub handshake_timeout: Duration,
     /// Time allowed to resolve and connect an exit stream.
     pub connect_timeout: Duration,
-    /// CREATE cells accepted per second per link (token bucket rate).
+    /// CREATE cells accepted per second from one client IP address
+    /// (token bucket rate; links from other relays are not limited this way,
+    /// since they carry circuits of many clients — Tor does the same).
     pub create_rate: f64,
-    /// Burst of CREATE cells per link.
+    /// Burst of CREATE cells from one client IP address.
     pub create_burst: f64,
 }
 
@@ -155,7 +157,7 @@ impl Default for NetConfig {
             max_connections_per_ip: 64,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
-            create_rate: 100.0,
+            create_rate: 10.0,
             create_burst: 200.0,
         }
     }
@@ -183,6 +185,20 @@ pub struct RelayContext {
     next_link: AtomicU64,
     /// Connections per remote IP.
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// CREATE token buckets per client IP (bounded, see [`MAX_CREATE_BUCKETS`]).
+    create_buckets: Mutex<HashMap<std::net::IpAddr, TokenBucket>>,
+}
+
+/// Most client IPs with a CREATE bucket; past it, full buckets are dropped.
+pub const MAX_CREATE_BUCKETS: usize = 65_536;
+
+/// A token bucket (tokens per second up to a burst).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    /// Tokens now.
+    tokens: f64,
+    /// Last refill.
+    last: std::time::Instant,
 }
 
 impl std::fmt::Debug for RelayContext {
@@ -207,6 +223,7 @@ impl RelayContext {
             registry: Mutex::new(Registry::default()),
             next_link: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            create_buckets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -258,6 +275,29 @@ impl RelayContext {
         }
         *n += 1;
         true
+    }
+
+    /// Take a CREATE token for client `ip`; false if it is over its rate.
+    pub fn take_create_token(&self, ip: std::net::IpAddr) -> bool {
+        let (rate, burst) = (self.config.create_rate, self.config.create_burst);
+        let now = std::time::Instant::now();
+        let mut map = self.create_buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_CREATE_BUCKETS && !map.contains_key(&ip) {
+            // Buckets that refilled completely carry no information: drop them.
+            map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+            if map.len() >= MAX_CREATE_BUCKETS {
+                return false;
+            }
+        }
+        let bucket = map.entry(ip).or_insert(TokenBucket { tokens: burst, last: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// A connection from `ip` ended.

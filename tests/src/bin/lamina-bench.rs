@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 async fn run(args: Args) -> anyhow::Result<()> {
     let bytes = args.mib * 1024 * 1024;
-    let payload = Arc::new((0..bytes).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+    let payload = Arc::new((0..bytes).map(|i| u8::try_from(i % 253).unwrap_or(0)).collect::<Vec<u8>>());
     let (server, _server_task) = serve_payload("127.0.0.1".parse()?, Arc::clone(&payload)).await;
 
     // (b) raw limit: three plain TCP forwarders.
@@ -121,6 +121,7 @@ fn mbs(bytes: usize, took: Duration) -> f64 {
 }
 
 /// Median, p90 and p99 in milliseconds.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rank of a small sample
 fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     samples.sort();
     let at = |q: f64| {
@@ -189,8 +190,17 @@ async fn idle_memory(args: &Args) -> anyhow::Result<()> {
     let keys = RelayKeys::load_or_create(&dir, &mut rand_core::OsRng)?;
     let port = TcpListener::bind("127.50.0.1:0").await?.local_addr()?.port();
     let addr: SocketAddr = format!("127.50.0.1:{port}").parse()?;
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "create_rate = 100000.0\ncreate_burst = 100000.0\n")?;
     let mut child = tokio::process::Command::new(&relay_bin)
-        .args(["--data-dir", &dir.to_string_lossy(), "--listen", &addr.to_string()])
+        .args([
+            "--data-dir",
+            &dir.to_string_lossy(),
+            "--listen",
+            &addr.to_string(),
+            "--config",
+            &config.to_string_lossy(),
+        ])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -239,6 +249,7 @@ async fn idle_memory(args: &Args) -> anyhow::Result<()> {
     );
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&config);
     Ok(())
 }
 
