@@ -52,6 +52,8 @@ pub enum CellCommand {
     Relay,
     /// Tear a circuit down, with a reason.
     Destroy,
+    /// A fragment of a directory message on circuit 0 (spec §2.6).
+    Directory,
 }
 
 impl CellCommand {
@@ -63,6 +65,7 @@ impl CellCommand {
             Self::Created => 0x02,
             Self::Relay => 0x03,
             Self::Destroy => 0x04,
+            Self::Directory => 0x05,
         }
     }
 
@@ -74,6 +77,7 @@ impl CellCommand {
             0x02 => Self::Created,
             0x03 => Self::Relay,
             0x04 => Self::Destroy,
+            0x05 => Self::Directory,
             _ => return Err(DecodeError::invalid("cell", "unknown command")),
         })
     }

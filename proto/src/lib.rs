@@ -4,6 +4,7 @@
 pub mod cell;
 pub mod circuit;
 pub mod codec;
+pub mod dirlink;
 pub mod error;
 pub mod link;
 pub mod msg;

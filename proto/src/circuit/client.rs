@@ -237,7 +237,7 @@ impl ClientCircuit {
                 self.closed_by_peer(cell.destroy_reason());
                 Ok(())
             }
-            CellCommand::Create | CellCommand::Padding => {
+            CellCommand::Create | CellCommand::Padding | CellCommand::Directory => {
                 Err(CircuitError::Protocol { circ: self.circ, reason: "unexpected cell command" })
             }
         };
