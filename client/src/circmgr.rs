@@ -59,7 +59,7 @@ impl Default for ClientConfig {
         Self {
             link_timeout: Duration::from_secs(10),
             build_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             prebuilt: 2,
             max_dirtiness: Duration::from_secs(600),
             avoid_for: Duration::from_secs(60),
@@ -298,21 +298,24 @@ impl Client {
                 let mut avoid: Vec<RelayId> = state.avoid.keys().copied().collect();
                 avoid.extend_from_slice(avoid_exits);
                 let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
-                select_path(&mut rng, &state.relays, &state.guards, port, &avoid)?
+                // Avoiding failing relays must never leave no path at all.
+                select_path(&mut rng, &state.relays, &state.guards, port, &avoid)
+                    .or_else(|_| select_path(&mut rng, &state.relays, &state.guards, port, avoid_exits))?
             };
             match self.build_on(&path).await {
                 Ok((link, circ)) => return Ok(Circuit { link, circ, path, claimed: None, dirty_since: None }),
                 Err(e) => {
-                    debug!(error = %e, "circuit build failed; avoiding its relays for a while");
+                    debug!(error = %e, "circuit build failed; avoiding the failing relay for a while");
                     let until = Instant::now() + self.inner.config.avoid_for;
-                    let mut state = self.lock();
-                    // Blame the guard for link failures, the later hops otherwise.
-                    let blamed = match e {
-                        ClientError::Io(_) | ClientError::Link(_) | ClientError::LinkClosed => &path[..1],
-                        _ => &path[1..],
+                    // Blame the hop that failed: the guard for link
+                    // failures, the hop being added for a failed extension.
+                    let blamed = match &e {
+                        ClientError::BuildFailed { failed_hop, .. } => path.get(*failed_hop),
+                        ClientError::Timeout(_) | ClientError::Circuit(_) => path.last(),
+                        _ => path.first(),
                     };
-                    for hop in blamed {
-                        state.avoid.insert(hop.relay_id, until);
+                    if let Some(hop) = blamed {
+                        self.lock().avoid.insert(hop.relay_id, until);
                     }
                     last = e;
                 }

@@ -22,9 +22,14 @@ pub enum ClientError {
     /// The circuit closed.
     #[error("the circuit closed")]
     CircuitClosed,
-    /// A circuit failed to build.
-    #[error("circuit build failed: {0:?}")]
-    BuildFailed(DestroyReason),
+    /// A circuit failed to build while adding hop `failed_hop` (0 = guard).
+    #[error("circuit build failed at hop {failed_hop}: {reason:?}")]
+    BuildFailed {
+        /// Why the circuit closed.
+        reason: DestroyReason,
+        /// The hop being added when it failed.
+        failed_hop: usize,
+    },
     /// The stream was refused or ended.
     #[error("stream ended: {0:?}")]
     StreamEnded(EndReason),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod circmgr;
+pub mod dir;
 pub mod error;
 pub mod net;
 pub mod path;

@@ -297,6 +297,15 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         Ok(())
     }
 
+    /// Start an anti-entropy exchange with the connected `peer` now, outside
+    /// the periodic schedule: a relay that has just joined through a seed
+    /// syncs with it at once instead of waiting for its first round.
+    pub fn sync_with(&mut self, now: Now, peer: PeerId) {
+        if self.peers.peers.contains_key(&peer) {
+            self.begin_exchange(now, peer);
+        }
+    }
+
     /// The connection to `peer` is gone (idempotent).
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.peers.peers.remove(peer);

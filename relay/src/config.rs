@@ -29,6 +29,12 @@ pub struct FileConfig {
     pub create_rate: Option<f64>,
     /// Burst of CREATE cells from one client IP.
     pub create_burst: Option<f64>,
+    /// Advertised bandwidth in KB/s.
+    pub bandwidth: Option<u32>,
+    /// Proof-of-work bits every descriptor must carry.
+    pub pow_bits: Option<u8>,
+    /// Directory epoch length in seconds.
+    pub epoch_secs: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -63,6 +69,20 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() })
+}
+
+/// The descriptor's exit summary for `policy` (spec §9).
+pub fn exit_summary(policy: &ExitPolicy) -> lamina_directory::ExitSummary {
+    let ports: Vec<lamina_directory::PortRange> = policy
+        .accepted_port_ranges(lamina_directory::descriptor::MAX_PORT_RANGES)
+        .into_iter()
+        .map(|(lo, hi)| lamina_directory::PortRange { lo, hi })
+        .collect();
+    if ports.is_empty() {
+        lamina_directory::ExitSummary::NotExit
+    } else {
+        lamina_directory::ExitSummary::Exit { ports }
+    }
 }
 
 /// The exit policy implied by `--exit` / `--exit-policy` (DESIGN.md §5):

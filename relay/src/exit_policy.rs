@@ -150,6 +150,31 @@ impl ExitPolicy {
         self.rules.iter().any(|r| r.verdict == Verdict::Accept && r.ports.0 <= port && port <= r.ports.1)
     }
 
+    /// The port ranges on which some address is accepted, merged and
+    /// sorted (the descriptor's exit summary; at most `max` ranges, the
+    /// last one widened to cover the rest).
+    pub fn accepted_port_ranges(&self, max: usize) -> Vec<(u16, u16)> {
+        let mut ranges: Vec<(u16, u16)> =
+            self.rules.iter().filter(|r| r.verdict == Verdict::Accept).map(|r| (r.ports.0.max(1), r.ports.1)).collect();
+        ranges.retain(|(lo, hi)| lo <= hi);
+        ranges.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::new();
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        if max > 0 && merged.len() > max {
+            let end = merged.iter().map(|r| r.1).max().unwrap_or(u16::MAX);
+            merged.truncate(max);
+            if let Some(last) = merged.last_mut() {
+                last.1 = end;
+            }
+        }
+        merged
+    }
+
     /// Whether the policy accepts anything at all.
     pub fn is_exit(&self) -> bool {
         self.rules.iter().any(|r| r.verdict == Verdict::Accept)
@@ -302,6 +327,15 @@ mod tests {
             assert!(p.allows(ip(good), 443), "{good} must be accepted");
         }
         assert!(!ExitPolicy::reject_all().is_exit());
+    }
+
+    #[test]
+    fn port_summary_merges_accepted_ranges() {
+        let p = ExitPolicy::parse("accept *:80, accept *:443, accept *:81-90, reject *:*").unwrap();
+        assert_eq!(p.accepted_port_ranges(16), vec![(80, 90), (443, 443)]);
+        assert_eq!(p.accepted_port_ranges(1), vec![(80, 443)]);
+        assert!(ExitPolicy::reject_all().accepted_port_ranges(16).is_empty());
+        assert_eq!(ExitPolicy::default_exit(&[]).accepted_port_ranges(16), vec![(1, 65535)]);
     }
 
     #[test]

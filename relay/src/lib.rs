@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::exit_policy::ExitPolicy;
 use crate::keys::RelayKeys;
+use crate::net::directory::{DirSettings, DirectoryTask};
 use crate::net::registry::{NetConfig, RelayContext};
 
 /// A running relay (in this process).
@@ -50,16 +51,35 @@ impl RelayHandle {
     }
 }
 
-/// Start a relay on an already-bound `listener` (STYLE.md P2: tests inject it).
+/// Start a relay on an already-bound `listener` (STYLE.md P2: tests inject
+/// it), without a directory (links and circuits only).
 pub fn spawn(
     listener: TcpListener,
     keys: RelayKeys,
     policy: ExitPolicy,
     config: NetConfig,
 ) -> std::io::Result<RelayHandle> {
+    spawn_with_directory(listener, keys, policy, config, None)
+}
+
+/// Start a relay that also takes part in the directory gossip with
+/// `settings` (its descriptor is signed and published at once).
+pub fn spawn_with_directory(
+    listener: TcpListener,
+    keys: RelayKeys,
+    policy: ExitPolicy,
+    config: NetConfig,
+    settings: Option<DirSettings>,
+) -> std::io::Result<RelayHandle> {
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
-    let ctx = RelayContext::new(keys, policy, config, rx);
+    let (dir_tx, dir_rx) = tokio::sync::mpsc::channel(net::directory::DIR_INBOX);
+    let dir_tx = settings.as_ref().map(|_| dir_tx);
+    let ctx = RelayContext::new(keys, policy, config, rx, dir_tx);
+    if let Some(settings) = settings {
+        let task = DirectoryTask::new(Arc::clone(&ctx), settings).map_err(std::io::Error::other)?;
+        tokio::spawn(task.run(dir_rx));
+    }
     let task = tokio::spawn(net::listener::serve(Arc::clone(&ctx), listener));
     Ok(RelayHandle { ctx, addr, shutdown, task })
 }

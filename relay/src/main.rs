@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lamina_relay::config::{exit_policy, read_file, ConfigError, FileConfig};
+use lamina_relay::config::{exit_policy, exit_summary, read_file, ConfigError, FileConfig};
 use lamina_relay::keys::RelayKeys;
+use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -36,6 +37,17 @@ struct Args {
     /// Serve Prometheus metrics on this address (loopback recommended).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
+    /// Advertised bandwidth in KB/s (path selection weight).
+    #[arg(long, value_name = "KBPS")]
+    bandwidth: Option<u32>,
+    /// Proof-of-work bits every descriptor must carry (the whole network
+    /// must agree; default 20, about 0.1 s per identity).
+    #[arg(long, value_name = "BITS")]
+    pow_bits: Option<u8>,
+    /// Directory epoch length in seconds (the whole network must agree;
+    /// default 3600; seconds for local test networks).
+    #[arg(long, value_name = "SECS")]
+    epoch_secs: Option<u64>,
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -91,7 +103,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(burst) = file.create_burst {
         net.create_burst = burst;
     }
-    let relay = lamina_relay::spawn(listener, keys, policy, net)?;
+    let mut gossip = lamina_directory::GossipConfig::default();
+    if let Some(bits) = args.pow_bits.or(file.pow_bits) {
+        gossip.pow_difficulty = bits;
+    }
+    if let Some(secs) = args.epoch_secs.or(file.epoch_secs) {
+        gossip.epoch_len_s = secs.max(1);
+    }
+    let settings = DirSettings {
+        gossip,
+        seeds: seeds.clone(),
+        advertised: listen,
+        bandwidth_kbps: args.bandwidth.or(file.bandwidth).unwrap_or(1000),
+        exit: exit_summary(&policy),
+        family: Vec::new(),
+        state_file: Some(data_dir.join("descriptors.bin")),
+    };
+    let relay = lamina_relay::spawn_with_directory(listener, keys, policy, net, Some(settings))?;
     info!(relay = %relay.relay_id().short(), %listen, exit = relay.ctx.policy.is_exit(), seeds = seeds.len(), "relay started");
     if let Some(addr) = metrics {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot serve metrics on {addr}"))?;

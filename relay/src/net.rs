@@ -7,8 +7,10 @@
 //!   table, and a writer task that batches cells into Noise frames;
 //! - [`exit`] opens exit streams (resolve, check the policy on every
 //!   resolved address, connect with a time-out) and pumps their bytes;
-//! - [`registry`] maps link ids and relay ids to the channels of live links.
+//! - [`registry`] maps link ids and relay ids to the channels of live links;
+//! - [`directory`] drives the gossip engine and serves snapshots.
 
+pub mod directory;
 pub mod exit;
 pub mod link;
 pub mod listener;

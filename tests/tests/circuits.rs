@@ -119,19 +119,25 @@ async fn killed_relay_costs_only_its_streams() {
     }
     let started = std::time::Instant::now();
     let mut ok = false;
+    let mut seen = Vec::new();
     while started.elapsed() < Duration::from_secs(20) {
-        if let Ok(Ok(mut s)) = socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), None).await {
-            if s.write_all(b"again").await.is_ok() {
-                let mut back = [0u8; 5];
-                if tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.is_ok_and(|r| r.is_ok())
-                {
-                    ok = back == *b"again";
-                    break;
+        match socks5_connect(net.socks_addr, "127.0.0.1", echo.port(), None).await {
+            Ok(Ok(mut s)) => {
+                if s.write_all(b"again").await.is_ok() {
+                    let mut back = [0u8; 5];
+                    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await {
+                        Ok(Ok(_)) => {
+                            ok = back == *b"again";
+                            break;
+                        }
+                        other => seen.push(format!("{:?}: read {other:?}", started.elapsed())),
+                    }
                 }
             }
+            other => seen.push(format!("{:?}: {other:?}", started.elapsed())),
         }
     }
-    assert!(ok, "a new request succeeds on a fresh circuit");
+    assert!(ok, "a new request succeeds on a fresh circuit; failed attempts: {seen:#?}");
     assert!(started.elapsed() < Duration::from_secs(20));
     echo_task.abort();
     net.shutdown().await;

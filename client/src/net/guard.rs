@@ -427,7 +427,8 @@ impl LinkTask {
             ClientEvent::StreamWritable { stream } => self.resume(circ, stream),
             ClientEvent::Closed { reason } => {
                 if let Some(reply) = self.builds.remove(&circ) {
-                    let _ = reply.send(Err(ClientError::BuildFailed(reason)));
+                    let failed_hop = self.circuits.get(&circ).map_or(0, ClientCircuit::hops_built);
+                    let _ = reply.send(Err(ClientError::BuildFailed { reason, failed_hop }));
                 }
                 let gone: Vec<_> = self.streams.keys().filter(|(c, _)| *c == circ).copied().collect();
                 for key in gone {

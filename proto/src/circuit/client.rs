@@ -197,6 +197,11 @@ impl ClientCircuit {
         matches!(self.state, State::Closed)
     }
 
+    /// Hops built so far (while building: the index of the hop being added).
+    pub fn hops_built(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Number of open streams.
     pub fn stream_count(&self) -> usize {
         self.streams.len()

@@ -25,6 +25,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn};
 
+use lamina_proto::dirlink::Reassembler;
+
+use super::directory::DirCmd;
 use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
 use crate::net::exit;
 
@@ -54,10 +57,14 @@ pub fn start_link(
     };
     ctx.register(id, handle.clone(), peer_relay);
     ctx.metrics.links_open.inc();
+    let remote = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let client_ip = match peer {
-        PeerIdentity::Anonymous => stream.peer_addr().ok().map(|a| a.ip()),
+        PeerIdentity::Anonymous => Some(remote.ip()),
         PeerIdentity::Relay(_) => None,
     };
+    if let (Some(relay), Some(dir)) = (peer_relay, &ctx.dir_inbox) {
+        let _ = dir.try_send(DirCmd::LinkUp { relay, addr: remote, outbound: we_initiated });
+    }
     let (read_half, write_half) = stream.into_split();
     tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx));
     let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
@@ -70,6 +77,9 @@ pub fn start_link(
         cache: HashMap::new(),
         streams: HashMap::new(),
         client_ip,
+        peer_relay,
+        remote,
+        dir_reassembler: Reassembler::new(),
     };
     tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
     (id, handle)
@@ -114,6 +124,12 @@ struct LinkTask {
     /// The peer's IP if it is a client (CREATE rate limit applies), `None`
     /// for relays.
     client_ip: Option<std::net::IpAddr>,
+    /// The peer relay, if the link is authenticated as one.
+    peer_relay: Option<lamina_crypto::keys::RelayId>,
+    /// The remote socket address.
+    remote: std::net::SocketAddr,
+    /// Reassembles directory messages (spec §2.6).
+    dir_reassembler: Reassembler,
 }
 
 impl LinkTask {
@@ -151,6 +167,9 @@ impl LinkTask {
             }
         }
         debug!(link = self.id.0, "link closed");
+        if let (Some(relay), Some(dir)) = (self.peer_relay, &self.ctx.dir_inbox) {
+            let _ = dir.try_send(DirCmd::LinkDown { relay });
+        }
         self.ctx.deregister(self.id);
         self.ctx.metrics.links_open.dec();
         self.table.link_closed();
@@ -176,9 +195,37 @@ impl LinkTask {
         buf.drain(..pos);
         self.ctx.metrics.cells_in.add(cells.len() as u64);
         for cell in cells {
-            self.handle_cell(cell);
+            if cell.command == CellCommand::Directory {
+                if !self.handle_directory_cell(&cell) {
+                    return false;
+                }
+            } else {
+                self.handle_cell(cell);
+            }
         }
         true
+    }
+
+    /// A DIRECTORY cell: reassemble, then hand the message to the directory
+    /// task. A malformed fragment closes the link; a full inbox drops the
+    /// message (gossip repairs itself through anti-entropy).
+    fn handle_directory_cell(&mut self, cell: &Cell) -> bool {
+        match self.dir_reassembler.push(cell) {
+            Ok(None) => true,
+            Ok(Some(bytes)) => {
+                if let Some(dir) = &self.ctx.dir_inbox {
+                    let cmd = DirCmd::Message { link: self.id, relay: self.peer_relay, addr: self.remote, bytes };
+                    if dir.try_send(cmd).is_err() {
+                        debug!(link = self.id.0, "directory inbox full: message dropped");
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                debug!(link = self.id.0, error = %e, "closing link: bad directory cell");
+                false
+            }
+        }
     }
 
     /// One cell from the peer.

@@ -112,6 +112,27 @@ pub async fn connect_relay(
     Ok(start_link(ctx, socket, sender, receiver, leftover, peer, true))
 }
 
+/// Open a link to a seed known only by its address (Noise `XX`): the seed
+/// proves its identity with its link certificate (spec §3.3).
+pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(LinkId, LinkHandle), LinkSetupError> {
+    let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let setup = async {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
+        let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Unknown)?;
+        let parts = drive(&mut socket, hs, &mut rng).await?;
+        Ok::<_, LinkSetupError>((socket, parts))
+    };
+    let (socket, (sender, receiver, peer, leftover)) =
+        tokio::time::timeout(ctx.config.handshake_timeout, setup).await.map_err(|_| LinkSetupError::Timeout)??;
+    if peer == PeerIdentity::Relay(ctx.relay_id) {
+        return Err(LinkSetupError::Handshake(lamina_proto::error::LinkError::Protocol("the seed is ourselves")));
+    }
+    ctx.metrics.handshakes_ok.inc();
+    Ok(start_link(ctx, socket, sender, receiver, leftover, peer, true))
+}
+
 /// Drive a link handshake over `socket` until it finishes. Returns the
 /// transport halves, the peer's identity and any bytes read past the
 /// handshake (the first transport frames).

@@ -187,6 +187,8 @@ pub struct RelayContext {
     per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// CREATE token buckets per client IP (bounded, see [`MAX_CREATE_BUCKETS`]).
     create_buckets: Mutex<HashMap<std::net::IpAddr, TokenBucket>>,
+    /// The directory task's inbox, if this relay runs one.
+    pub dir_inbox: Option<mpsc::Sender<crate::net::directory::DirCmd>>,
 }
 
 /// Most client IPs with a CREATE bucket; past it, full buckets are dropped.
@@ -209,7 +211,13 @@ impl std::fmt::Debug for RelayContext {
 
 impl RelayContext {
     /// A context for `keys` with `policy`.
-    pub fn new(keys: RelayKeys, policy: ExitPolicy, config: NetConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        keys: RelayKeys,
+        policy: ExitPolicy,
+        config: NetConfig,
+        shutdown: watch::Receiver<bool>,
+        dir_inbox: Option<mpsc::Sender<crate::net::directory::DirCmd>>,
+    ) -> Arc<Self> {
         let relay_id = keys.identity.relay_id();
         let cert = LinkCert::new(&keys.identity, &keys.link.link_public());
         Arc::new(Self {
@@ -224,6 +232,7 @@ impl RelayContext {
             next_link: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
             create_buckets: Mutex::new(HashMap::new()),
+            dir_inbox,
         })
     }
 
