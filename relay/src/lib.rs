@@ -72,6 +72,10 @@ pub fn spawn_with_directory(
     settings: Option<DirSettings>,
 ) -> std::io::Result<RelayHandle> {
     let addr = listener.local_addr()?;
+    let mut config = config;
+    if config.bind_ip.is_none() && !addr.ip().is_unspecified() {
+        config.bind_ip = Some(addr.ip());
+    }
     let (shutdown, rx) = watch::channel(false);
     let (dir_tx, dir_rx) = tokio::sync::mpsc::channel(net::directory::DIR_INBOX);
     let dir_tx = settings.as_ref().map(|_| dir_tx);

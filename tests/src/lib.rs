@@ -7,10 +7,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use lamina_client::dir::{bootstrap, DirParams, Directory};
 use lamina_client::path::RelayInfo;
 use lamina_client::{Client, ClientConfig};
-use lamina_proto::circuit::client::HopSpec;
+use lamina_directory::GossipConfig;
+use lamina_relay::config::exit_summary;
 use lamina_relay::exit_policy::ExitPolicy;
+use lamina_relay::net::directory::DirSettings;
 use lamina_relay::keys::RelayKeys;
 use lamina_relay::net::registry::NetConfig;
 use lamina_relay::RelayHandle;
@@ -39,6 +42,39 @@ pub struct TestNet {
     socks_task: JoinHandle<()>,
 }
 
+/// Proof-of-work bits of the local test network (cheap: identities cost
+/// nothing to mint on one's own machine).
+pub const TESTNET_POW_BITS: u8 = 8;
+
+/// Gossip settings of the local test network: cheap work, one-second
+/// epochs and fast anti-entropy, so the directory converges in moments.
+pub fn testnet_gossip() -> GossipConfig {
+    GossipConfig {
+        pow_difficulty: TESTNET_POW_BITS,
+        epoch_len_s: 1,
+        anti_entropy_interval_ms: 1_000,
+        push_fanout: 16,
+        ..GossipConfig::default()
+    }
+}
+
+/// Bootstrap from `seeds` until the majority directory lists `expected`
+/// relays (bounded: 30 s).
+pub async fn wait_for_directory(seeds: &[SocketAddr], expected: usize) -> anyhow::Result<Directory> {
+    let params = DirParams { pow_bits: TESTNET_POW_BITS, timeout: Duration::from_secs(5) };
+    let started = Instant::now();
+    let mut last = String::from("no attempt");
+    while started.elapsed() < Duration::from_secs(30) {
+        match bootstrap(seeds, params).await {
+            Ok(d) if d.snapshot.descriptors.len() >= expected => return Ok(d),
+            Ok(d) => last = format!("{} of {expected} relays", d.snapshot.descriptors.len()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the directory did not converge: {last}")
+}
+
 /// The loopback address of relay `i`: 127.(i+1).0.1, a distinct /16 each.
 pub fn relay_ip(i: usize) -> IpAddr {
     let octet = u8::try_from(i + 1).unwrap_or(u8::MAX);
@@ -47,31 +83,33 @@ pub fn relay_ip(i: usize) -> IpAddr {
 
 impl TestNet {
     /// Start `relays` relays, the first `exits` of them exits (loopback
-    /// allowed), a client, and a SOCKS listener on `socks` (port 0 = any).
+    /// allowed), joined into one gossip directory through relay 0; then a
+    /// client that bootstraps from three seeds (majority root) once every
+    /// relay is in the directory, and a SOCKS listener on `socks`.
     pub async fn start(relays: usize, exits: usize, socks: SocketAddr) -> anyhow::Result<Self> {
-        let mut handles = Vec::with_capacity(relays);
-        let mut infos = Vec::with_capacity(relays);
+        let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
             let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
+            let advertised = listener.local_addr()?;
             let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
             let exit = i < exits;
             let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
             // A local test network: one client builds many circuits quickly.
             let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
-            let handle = lamina_relay::spawn(listener, keys, policy, config)?;
-            infos.push(RelayInfo {
-                hop: HopSpec {
-                    relay_id: handle.relay_id(),
-                    onion_key: handle.ctx.keys.onion.onion_public(),
-                    link_key: handle.ctx.keys.link.link_public(),
-                    addr: handle.addr,
-                },
-                bandwidth: 1000,
+            let settings = DirSettings {
+                gossip: testnet_gossip(),
+                seeds: handles.first().map(|h| vec![h.addr]).unwrap_or_default(),
+                advertised,
+                bandwidth_kbps: 1000,
+                exit: exit_summary(&policy),
                 family: Vec::new(),
-                exit_ports: if exit { vec![(1, u16::MAX)] } else { Vec::new() },
-            });
-            handles.push(handle);
+                state_file: None,
+            };
+            handles.push(lamina_relay::spawn_with_directory(listener, keys, policy, config, Some(settings))?);
         }
+        let seeds: Vec<SocketAddr> = handles.iter().take(3).map(|h| h.addr).collect();
+        let directory = wait_for_directory(&seeds, relays).await?;
+        let infos = directory.relays();
         let client = Client::new(ClientConfig::default(), infos.clone(), Vec::new());
         let listener = TcpListener::bind(socks).await?;
         let socks_addr = listener.local_addr()?;

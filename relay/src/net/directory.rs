@@ -228,16 +228,31 @@ impl DirectoryTask {
                 }
             }
             DirCmd::Dialed { peer, purpose, ok } => {
-                if ok {
-                    let direction = match purpose {
-                        ConnectPurpose::Gossip => Direction::Outbound,
-                        ConnectPurpose::AntiEntropy => Direction::Transient,
-                    };
-                    if self.engine.add_peer(now, peer, direction).is_ok() {
+                if !ok {
+                    self.engine.connect_failed(&peer);
+                    return;
+                }
+                // Already a peer over an existing link: run the exchange
+                // there (in a small network nearly every partner is).
+                if let Some(existing) = self.peers.get(&peer.relay).copied() {
+                    self.engine.connect_failed(&peer);
+                    if purpose == ConnectPurpose::AntiEntropy {
+                        self.engine.sync_with(now, existing);
+                    }
+                    return;
+                }
+                let direction = match purpose {
+                    ConnectPurpose::Gossip => Direction::Outbound,
+                    ConnectPurpose::AntiEntropy => Direction::Transient,
+                };
+                match self.engine.add_peer(now, peer, direction) {
+                    Ok(()) => {
                         self.peers.insert(peer.relay, peer);
                     }
-                } else {
-                    self.engine.connect_failed(&peer);
+                    Err(e) => {
+                        debug!(error = %e, "dialled peer not admitted");
+                        self.engine.connect_failed(&peer);
+                    }
                 }
             }
         }

@@ -99,7 +99,7 @@ pub async fn connect_relay(
 ) -> Result<(LinkId, LinkHandle), LinkSetupError> {
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| std::io::Error::other(e.to_string()))?;
     let setup = async {
-        let mut socket = TcpStream::connect(addr).await?;
+        let mut socket = dial(ctx, addr).await?;
         socket.set_nodelay(true)?;
         let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
         let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Known { relay_id, link_key })?;
@@ -117,7 +117,7 @@ pub async fn connect_relay(
 pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(LinkId, LinkHandle), LinkSetupError> {
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| std::io::Error::other(e.to_string()))?;
     let setup = async {
-        let mut socket = TcpStream::connect(addr).await?;
+        let mut socket = dial(ctx, addr).await?;
         socket.set_nodelay(true)?;
         let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
         let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Unknown)?;
@@ -131,6 +131,18 @@ pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(
     }
     ctx.metrics.handshakes_ok.inc();
     Ok(start_link(ctx, socket, sender, receiver, leftover, peer, true))
+}
+
+/// Connect to `addr` from our bind address, if one is set.
+async fn dial(ctx: &RelayContext, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match ctx.config.bind_ip {
+        Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
+            let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
 }
 
 /// Drive a link handshake over `socket` until it finishes. Returns the

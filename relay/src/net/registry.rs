@@ -147,6 +147,9 @@ pub struct NetConfig {
     pub create_rate: f64,
     /// Burst of CREATE cells from one client IP address.
     pub create_burst: f64,
+    /// Local address for outgoing links (a relay's own address, as Tor's
+    /// `OutboundBindAddress`), so peers see the relay's network block.
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for NetConfig {
@@ -159,6 +162,7 @@ impl Default for NetConfig {
             connect_timeout: Duration::from_secs(10),
             create_rate: 10.0,
             create_burst: 200.0,
+            bind_ip: None,
         }
     }
 }
