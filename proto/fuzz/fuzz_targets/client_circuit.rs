@@ -311,7 +311,7 @@ impl Harness {
                 }
             }
             Op::Cell { command, payload } => {
-                let command = CellCommand::from_code(command % 5).unwrap_or(CellCommand::Padding);
+                let command = CellCommand::from_code(command % 6).unwrap_or(CellCommand::Padding);
                 let mut cell = Cell::new(CIRC, command);
                 let n = payload.len().min(PAYLOAD_LEN);
                 cell.payload[..n].copy_from_slice(&payload[..n]);
@@ -473,7 +473,7 @@ impl Harness {
             }
             CellCommand::Destroy => self.relay_dead = true,
             CellCommand::Relay => self.peel(cell),
-            CellCommand::Created | CellCommand::Padding => {
+            CellCommand::Created | CellCommand::Padding | CellCommand::Directory => {
                 panic!("the client sent {:?}", cell.command)
             }
         }

@@ -289,7 +289,7 @@ fn client_id(i: usize) -> CircId {
 
 /// A cell from fuzzer fields.
 fn make_cell(circ: CircId, command: u8, payload: &[u8]) -> Cell {
-    let command = CellCommand::from_code(command % 5).unwrap_or(CellCommand::Padding);
+    let command = CellCommand::from_code(command % 6).unwrap_or(CellCommand::Padding);
     let mut cell = Cell::new(circ, command);
     let n = payload.len().min(PAYLOAD_LEN);
     cell.payload[..n].copy_from_slice(&payload[..n]);
