@@ -83,9 +83,48 @@ struct Circuit {
     dirty_since: Option<Instant>,
 }
 
+/// Recent successful build times, for the learned build time-out.
+#[derive(Debug, Default)]
+struct BuildTimes {
+    /// The last [`BUILD_SAMPLES`] build durations.
+    samples: std::collections::VecDeque<Duration>,
+}
+
+/// Build durations remembered.
+const BUILD_SAMPLES: usize = 100;
+/// Samples needed before the time-out is learned rather than configured.
+const BUILD_SAMPLES_MIN: usize = 20;
+/// The learned time-out never goes below this.
+const BUILD_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+
+impl BuildTimes {
+    /// Remember one successful build.
+    fn record(&mut self, took: Duration) {
+        if self.samples.len() == BUILD_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(took);
+    }
+
+    /// The time-out to use: `configured` until enough builds were seen,
+    /// then three times the 95th percentile, between the floor and
+    /// `configured` (Tor learns its time-out from build times likewise).
+    fn timeout(&self, configured: Duration) -> Duration {
+        if self.samples.len() < BUILD_SAMPLES_MIN {
+            return configured;
+        }
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        (p95 * 3).clamp(BUILD_TIMEOUT_FLOOR, configured.max(BUILD_TIMEOUT_FLOOR))
+    }
+}
+
 /// Mutable manager state, behind a short-lived std mutex.
 #[derive(Debug, Default)]
 struct State {
+    /// Recent build times (learned time-out).
+    build_times: BuildTimes,
     /// The relays of the current directory.
     relays: Vec<RelayInfo>,
     /// The guard set.
@@ -159,6 +198,11 @@ impl Client {
     /// isolation): returns (guard, circuit id) pairs.
     pub fn circuits(&self) -> Vec<(RelayId, CircId)> {
         self.lock().circuits.iter().map(|c| (c.path[0].relay_id, c.circ)).collect()
+    }
+
+    /// The build time-out now in force (learned from recent builds).
+    pub fn build_timeout(&self) -> Duration {
+        self.lock().build_times.timeout(self.inner.config.build_timeout)
     }
 
     /// Which circuits each isolation class has claimed (tests of stream
@@ -338,7 +382,10 @@ impl Client {
                 }
             }
         };
-        let circ = link.build(path.to_vec(), self.inner.config.build_timeout).await?;
+        let timeout = self.lock().build_times.timeout(self.inner.config.build_timeout);
+        let started = Instant::now();
+        let circ = link.build(path.to_vec(), timeout).await?;
+        self.lock().build_times.record(started.elapsed());
         Ok((link, circ))
     }
 
@@ -449,5 +496,30 @@ impl ClientStream {
     /// Send bytes (returns once packaged into cells).
     pub async fn write_all(&self, data: &[u8]) -> Result<(), ClientError> {
         self.link.send(self.circ, self.stream, data.to_vec()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_timeout_is_learned_from_recent_builds() {
+        let mut times = BuildTimes::default();
+        let configured = Duration::from_secs(10);
+        for _ in 0..BUILD_SAMPLES_MIN - 1 {
+            times.record(Duration::from_millis(2));
+        }
+        assert_eq!(times.timeout(configured), configured, "not enough samples yet");
+        times.record(Duration::from_millis(2));
+        assert_eq!(times.timeout(configured), BUILD_TIMEOUT_FLOOR, "fast builds: the floor");
+        for _ in 0..BUILD_SAMPLES {
+            times.record(Duration::from_millis(400));
+        }
+        assert_eq!(times.timeout(configured), Duration::from_millis(1200));
+        for _ in 0..BUILD_SAMPLES {
+            times.record(Duration::from_secs(30));
+        }
+        assert_eq!(times.timeout(configured), configured, "never above the configured maximum");
     }
 }

@@ -13,8 +13,8 @@ use lamina_client::{Client, ClientConfig};
 use lamina_directory::GossipConfig;
 use lamina_relay::config::exit_summary;
 use lamina_relay::exit_policy::ExitPolicy;
-use lamina_relay::net::directory::DirSettings;
 use lamina_relay::keys::RelayKeys;
+use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
 use lamina_relay::RelayHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,11 +87,26 @@ impl TestNet {
     /// client that bootstraps from three seeds (majority root) once every
     /// relay is in the directory, and a SOCKS listener on `socks`.
     pub async fn start(relays: usize, exits: usize, socks: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_in(relays, exits, socks, None).await
+    }
+
+    /// As [`start`](Self::start), keeping each relay's keys and directory
+    /// state under `data_dir/relay-N` (so a restart keeps identities).
+    pub async fn start_in(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
             let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
             let advertised = listener.local_addr()?;
-            let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
+            let relay_dir = data_dir.map(|d| d.join(format!("relay-{i}")));
+            let keys = match &relay_dir {
+                Some(dir) => RelayKeys::load_or_create(dir, &mut rand_core::OsRng)?,
+                None => RelayKeys::ephemeral(&mut rand_core::OsRng),
+            };
             let exit = i < exits;
             let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
             // A local test network: one client builds many circuits quickly.
@@ -103,7 +118,7 @@ impl TestNet {
                 bandwidth_kbps: 1000,
                 exit: exit_summary(&policy),
                 family: Vec::new(),
-                state_file: None,
+                state_file: relay_dir.map(|d| d.join("descriptors.bin")),
             };
             handles.push(lamina_relay::spawn_with_directory(listener, keys, policy, config, Some(settings))?);
         }

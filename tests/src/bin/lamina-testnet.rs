@@ -22,6 +22,9 @@ struct Args {
     /// SOCKS listen address.
     #[arg(long, default_value = "127.0.0.1:9050", value_name = "IP:PORT")]
     socks: SocketAddr,
+    /// Keep relay keys and directory state here (default: in memory only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Parse flags, set up logging, run the network.
@@ -54,7 +57,7 @@ fn main() -> std::process::ExitCode {
 /// Start the network, print the ready line, wait for Ctrl-C.
 async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let net = TestNet::start(args.relays, args.exits, args.socks).await?;
+    let net = TestNet::start_in(args.relays, args.exits, args.socks, args.data_dir.as_deref()).await?;
     tracing::info!("Bootstrapped 50%: {} relays listening", net.relays.len());
     if !net.ready(Duration::from_secs(30)).await {
         anyhow::bail!("no circuit could be built within 30 s");
