@@ -467,7 +467,6 @@ impl LinkTask {
 
 /// The writer task: gather, seal in batches, write once.
 async fn writer_task(mut socket: OwnedWriteHalf, mut sender: LinkSender, mut queue: mpsc::Receiver<Vec<Cell>>) {
-    let mut plain = Vec::with_capacity(MAX_BATCH_CELLS * CELL_LEN);
     let mut out = Vec::new();
     while let Some(mut cells) = queue.recv().await {
         while cells.len() < 1024 {
@@ -477,14 +476,8 @@ async fn writer_task(mut socket: OwnedWriteHalf, mut sender: LinkSender, mut que
             }
         }
         out.clear();
-        for chunk in cells.chunks(MAX_BATCH_CELLS) {
-            plain.clear();
-            for cell in chunk {
-                cell.encode_into(&mut plain);
-            }
-            if sender.seal_encoded(&plain, &mut out).is_err() {
-                return;
-            }
+        if sender.seal_cells(&cells, &mut out).is_err() {
+            return;
         }
         if socket.write_all(&out).await.is_err() {
             return;

@@ -503,7 +503,6 @@ async fn writer_task(
     mut sender: LinkSender,
     mut queue: mpsc::Receiver<Vec<Cell>>,
 ) {
-    let mut plain = Vec::with_capacity(MAX_BATCH_CELLS * CELL_LEN);
     let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
     while let Some(mut cells) = queue.recv().await {
         while cells.len() < WRITE_GATHER_CELLS {
@@ -513,14 +512,8 @@ async fn writer_task(
             }
         }
         out.clear();
-        for chunk in cells.chunks(MAX_BATCH_CELLS) {
-            plain.clear();
-            for cell in chunk {
-                cell.encode_into(&mut plain);
-            }
-            if sender.seal_encoded(&plain, &mut out).is_err() {
-                return;
-            }
+        if sender.seal_cells(&cells, &mut out).is_err() {
+            return;
         }
         if socket.write_all(&out).await.is_err() {
             return;
