@@ -434,7 +434,12 @@ impl ClientStream {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
+                    // EOF: half-close, the reply keeps flowing (spec §7.5).
+                    Ok(0) => {
+                        up_link.half_close(circ, stream).await;
+                        return;
+                    }
+                    Err(_) => break,
                     Ok(n) => {
                         if up_link.send(circ, stream, buf[..n].to_vec()).await.is_err() {
                             break;

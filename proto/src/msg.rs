@@ -172,6 +172,9 @@ pub enum RelayMsg {
     Resolved(Vec<IpAddr>),
     /// Open a stream to this relay's directory service (spec §7.9).
     BeginDir,
+    /// The sender will send no more DATA on this stream; the other
+    /// direction stays open (TCP half-close, spec §7.5).
+    HalfClose,
 }
 
 impl RelayMsg {
@@ -189,6 +192,7 @@ impl RelayMsg {
             Self::Resolve(_) => 0x09,
             Self::Resolved(_) => 0x0a,
             Self::BeginDir => 0x0b,
+            Self::HalfClose => 0x0c,
         }
     }
 
@@ -317,7 +321,7 @@ fn encode_body(msg: &RelayMsg, max: usize) -> Result<Vec<u8>, EncodeError> {
             w.put_bytes_u16_len("onionskin", &ext.onionskin, ONIONSKIN_LEN)?;
         }
         RelayMsg::Extended(reply) => w.put_bytes_u16_len("reply", reply, REPLY_LEN)?,
-        RelayMsg::Drop | RelayMsg::BeginDir => {}
+        RelayMsg::Drop | RelayMsg::BeginDir | RelayMsg::HalfClose => {}
         RelayMsg::Resolve(name) => put_hostname(&mut w, name)?,
         RelayMsg::Resolved(addrs) => {
             if addrs.len() > MAX_RESOLVED {
@@ -387,6 +391,7 @@ fn decode_fields(code: u8, r: &mut Reader<'_>) -> Result<RelayMsg, DecodeError> 
             RelayMsg::Resolved(addrs)
         }
         0x0b => RelayMsg::BeginDir,
+        0x0c => RelayMsg::HalfClose,
         _ => return Err(DecodeError::invalid("relay message", "unknown command")),
     })
 }
@@ -516,6 +521,7 @@ mod tests {
         round_trip(RelayCell::new(s, RelayMsg::Resolve("example.org".into())));
         round_trip(RelayCell::new(s, RelayMsg::Resolved(vec!["10.0.0.1".parse().unwrap()])));
         round_trip(RelayCell::new(s, RelayMsg::BeginDir));
+        round_trip(RelayCell::new(s, RelayMsg::HalfClose));
     }
 
     #[test]

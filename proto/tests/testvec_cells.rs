@@ -397,6 +397,7 @@ fn relay_command_codes_are_frozen() {
             RelayMsg::Resolve(_) => 0x09,
             RelayMsg::Resolved(_) => 0x0a,
             RelayMsg::BeginDir => 0x0b,
+            RelayMsg::HalfClose => 0x0c,
         };
         assert_eq!(cell.msg.code(), code, "{name}");
         assert_eq!(unhex(&hex_str)[0], code, "{name}");
@@ -499,7 +500,7 @@ fn malformed_headers_and_stream_messages() {
         ("length beyond any region", "02 0001 ffff 01".into(), err::truncated()),
         // Unknown commands.
         ("command 00", "00 0001 0000".into(), invalid("relay message", "unknown command")),
-        ("command 0c", "0c 0001 0000".into(), invalid("relay message", "unknown command")),
+        ("command 0d", "0d 0001 0000".into(), invalid("relay message", "unknown command")),
         ("command ff", "ff 0001 0000".into(), invalid("relay message", "unknown command")),
         // DATA.
         ("empty DATA", "02 0001 0000".into(), invalid("data", "empty")),

@@ -281,7 +281,7 @@ impl Net {
                 self.exit.entry((relay, circ, stream)).or_default().received.extend_from_slice(&data);
             }
             RelayAction::StreamWritable { circ, stream } => self.exit_flush(relay, link, circ, stream),
-            RelayAction::StreamEnded { .. } => {}
+            RelayAction::StreamEnded { .. } | RelayAction::StreamHalfClosed { .. } => {}
             RelayAction::CircuitClosed { next, reason, .. } => {
                 if let Some(next) = next {
                     if let Some(t) = self.relays[relay].tables.get_mut(&next.link) {

@@ -155,3 +155,27 @@ async fn client_create_rate_is_limited_per_ip() {
     assert_eq!(relay.ctx.metrics.creates_rate_limited.get(), 5);
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_reaches_the_destination_and_the_reply_comes_back() {
+    let net = TestNet::start(4, 2, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    assert!(net.ready(Duration::from_secs(10)).await);
+    // A server that reads until EOF, then answers with what it counted.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        s.write_all(format!("got {} bytes", all.len()).as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let mut s = socks5_connect(net.socks_addr, "127.0.0.1", port, None).await.unwrap().unwrap();
+    s.write_all(&vec![b'x'; 100_000]).await.unwrap();
+    s.shutdown().await.unwrap(); // half-close: we still read
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(reply, "got 100000 bytes");
+    server.await.unwrap();
+    net.shutdown().await;
+}

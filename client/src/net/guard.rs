@@ -84,6 +84,13 @@ enum Command {
         /// How many.
         cells: u32,
     },
+    /// Half-close a stream (no more data from us).
+    HalfClose {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+    },
     /// End a stream.
     End {
         /// The circuit.
@@ -181,6 +188,12 @@ impl GuardLink {
         let _ = self.send_cmd(Command::Consumed { circ, stream, cells }).await;
     }
 
+    /// Half-close a stream: the exit shuts down its write side towards the
+    /// destination and keeps relaying the reply.
+    pub async fn half_close(&self, circ: CircId, stream: StreamId) {
+        let _ = self.send_cmd(Command::HalfClose { circ, stream }).await;
+    }
+
     /// End a stream.
     pub async fn end(&self, circ: CircId, stream: StreamId) {
         let _ = self.send_cmd(Command::End { circ, stream }).await;
@@ -214,6 +227,8 @@ struct Pending {
     offset: usize,
     /// Signalled when all are packaged.
     done: oneshot::Sender<()>,
+    /// Send HALF_CLOSE once all are packaged.
+    half_close_after: bool,
 }
 
 /// The guard-link task's state.
@@ -334,13 +349,24 @@ impl LinkTask {
                 let _ = reply.send(result);
             }
             Command::Data { circ, stream, data, done } => {
-                self.pending.insert((circ, stream), Pending { data, offset: 0, done });
+                self.pending.insert((circ, stream), Pending { data, offset: 0, done, half_close_after: false });
                 self.resume(circ, stream);
             }
             Command::Consumed { circ, stream, cells } => {
                 if let Some(c) = self.circuits.get_mut(&circ) {
                     for _ in 0..cells {
                         let _ = c.stream_consumed(stream);
+                    }
+                }
+            }
+            Command::HalfClose { circ, stream } => {
+                // After queued data is packaged, never before it.
+                match self.pending.get_mut(&(circ, stream)) {
+                    Some(p) => p.half_close_after = true,
+                    None => {
+                        if let Some(c) = self.circuits.get_mut(&circ) {
+                            let _ = c.half_close(stream);
+                        }
                     }
                 }
             }
@@ -372,6 +398,9 @@ impl LinkTask {
                 p.offset += n;
                 if p.offset == p.data.len() {
                     let _ = p.done.send(());
+                    if p.half_close_after {
+                        let _ = c.half_close(stream);
+                    }
                 } else {
                     self.pending.insert((circ, stream), p);
                 }

@@ -717,7 +717,7 @@ impl World {
                 assert!(!data.is_empty());
                 let _ = self.tables[t].stream_consumed(circ, stream);
             }
-            RelayAction::StreamEnded { .. } | RelayAction::StreamWritable { .. } => {}
+            RelayAction::StreamEnded { .. } | RelayAction::StreamWritable { .. } | RelayAction::StreamHalfClosed { .. } => {}
             RelayAction::CircuitClosed { next, reason, .. } => {
                 if let Some(next) = next {
                     if let Some(nt) = Self::table_for(t, next.link) {

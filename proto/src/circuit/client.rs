@@ -323,6 +323,16 @@ impl ClientCircuit {
         Ok(())
     }
 
+    /// Half-close a stream: we send no more DATA, the exit keeps sending
+    /// until the destination closes (spec §7.5).
+    pub fn half_close(&mut self, stream: StreamId) -> Result<(), CircuitError> {
+        if !self.streams.contains_key(&stream) {
+            return Ok(());
+        }
+        let last = self.last_hop()?;
+        self.send_relay(last, stream, RelayMsg::HalfClose).map(|_| ())
+    }
+
     /// End a stream from our side.
     pub fn end_stream(&mut self, stream: StreamId, reason: EndReason) -> Result<(), CircuitError> {
         if self.streams.remove(&stream).is_none() {

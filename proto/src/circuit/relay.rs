@@ -131,6 +131,14 @@ pub enum RelayAction {
         /// Why.
         reason: EndReason,
     },
+    /// The client will send no more data on this stream: shut down the
+    /// write side towards the destination, keep reading from it.
+    StreamHalfClosed {
+        /// The circuit.
+        circ: CircId,
+        /// The stream.
+        stream: StreamId,
+    },
     /// A stream blocked by a window may send again.
     StreamWritable {
         /// The circuit.
@@ -626,6 +634,12 @@ impl RelayCircuitTable {
             }
             RelayMsg::Sendme(receipt) => self.handle_sendme(circ, stream, &receipt),
             RelayMsg::Drop => Ok(()),
+            RelayMsg::HalfClose => {
+                if self.hop_mut(circ)?.streams.contains_key(&stream) {
+                    self.actions.push_back(RelayAction::StreamHalfClosed { circ, stream });
+                }
+                Ok(())
+            }
             RelayMsg::Resolve(_) => {
                 self.new_stream(circ, stream)?;
                 self.end_stream(circ, stream, EndReason::NotExit)

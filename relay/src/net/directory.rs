@@ -115,6 +115,8 @@ pub struct DirectoryTask {
     sequence: u64,
     /// Randomness for proof of work.
     rng: ChaCha20Rng,
+    /// Whether the "Bootstrapped 100%" line was logged.
+    bootstrapped: bool,
 }
 
 impl std::fmt::Debug for DirectoryTask {
@@ -132,9 +134,11 @@ impl DirectoryTask {
         let seed = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| e.to_string())?;
         let rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| e.to_string())?;
         let engine = GossipEngine::new(ctx.relay_id, settings.gossip.clone(), seed, now).map_err(|e| e.to_string())?;
-        let mut task = Self { ctx, settings, engine, origin, peers: HashMap::new(), sequence: 0, rng };
+        let mut task =
+            Self { ctx, settings, engine, origin, peers: HashMap::new(), sequence: 0, rng, bootstrapped: false };
         task.load_state();
         task.publish_own()?;
+        info!("Bootstrapped 50%: descriptor signed and published");
         Ok(task)
     }
 
@@ -330,7 +334,13 @@ impl DirectoryTask {
                 }
             }
         }
-        self.ctx.metrics.directory_relays.set(self.engine.store().len() as u64);
+        let known = self.engine.store().len();
+        self.ctx.metrics.directory_relays.set(known as u64);
+        // Joined: we know relays besides ourselves (or we are the first).
+        if !self.bootstrapped && (known > 1 || self.settings.seeds.is_empty()) {
+            self.bootstrapped = true;
+            info!("Bootstrapped 100%: directory of {known} relays");
+        }
     }
 
     /// Dial a relay from our store on the engine's behalf.

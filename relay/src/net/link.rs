@@ -87,8 +87,9 @@ pub fn start_link(
 
 /// An exit stream as the link task tracks it.
 struct ExitStream {
-    /// Bytes for the destination socket.
-    to_socket: mpsc::Sender<Vec<u8>>,
+    /// Bytes for the destination socket; `None` once the client
+    /// half-closed (dropping the sender shuts the write side down).
+    to_socket: Option<mpsc::Sender<Vec<u8>>>,
     /// Bytes read from the destination that did not fit the window yet.
     pending: Option<Pending>,
     /// The destination closed; end the stream once `pending` is sent.
@@ -298,7 +299,8 @@ impl LinkTask {
         match cmd {
             LinkCmd::StreamConnected { circ, stream, addr, to_socket } => {
                 if self.table.stream_connected(circ, stream, addr).is_ok() {
-                    self.streams.insert((circ, stream), ExitStream { to_socket, pending: None, eof: false });
+                    self.streams
+                        .insert((circ, stream), ExitStream { to_socket: Some(to_socket), pending: None, eof: false });
                 }
                 Ok(())
             }
@@ -440,8 +442,10 @@ impl LinkTask {
                 let _ = self.table.end_stream(circ, stream, EndReason::NotExit);
             }
             RelayAction::StreamData { circ, stream, data } => {
-                let overrun = match self.streams.get(&(circ, stream)) {
-                    Some(st) => st.to_socket.try_send(data).is_err() && !st.to_socket.is_closed(),
+                let overrun = match self.streams.get(&(circ, stream)).map(|st| st.to_socket.as_ref()) {
+                    Some(Some(tx)) => tx.try_send(data).is_err() && !tx.is_closed(),
+                    // Data after a half-close breaks the protocol.
+                    Some(None) => true,
                     None => false,
                 };
                 if overrun {
@@ -451,6 +455,11 @@ impl LinkTask {
             }
             RelayAction::StreamEnded { circ, stream, .. } => {
                 self.streams.remove(&(circ, stream));
+            }
+            RelayAction::StreamHalfClosed { circ, stream } => {
+                if let Some(st) = self.streams.get_mut(&(circ, stream)) {
+                    st.to_socket = None;
+                }
             }
             RelayAction::StreamWritable { circ, stream } => {
                 if let Err(e) = self.resume(circ, stream) {
