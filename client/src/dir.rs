@@ -75,6 +75,37 @@ impl Directory {
     }
 }
 
+/// File name of the cached directory inside a client's data directory.
+pub const CACHE_FILE: &str = "directory.bin";
+/// Most bytes of cache read back.
+const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Save the accepted snapshot in `dir` (it is re-verified when loaded).
+pub fn save_cache(dir: &std::path::Path, snapshot: &VerifiedSnapshot) -> std::io::Result<()> {
+    let raw = lamina_directory::Snapshot {
+        epoch: snapshot.epoch,
+        root: snapshot.root,
+        descriptors: snapshot.descriptors.iter().map(|d| d.as_bytes().to_vec()).collect(),
+    };
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{CACHE_FILE}.tmp"));
+    std::fs::write(&tmp, raw.encode())?;
+    std::fs::rename(tmp, dir.join(CACHE_FILE))
+}
+
+/// Load the cached snapshot from `dir` and verify it again now (signatures,
+/// validity windows, root): a stale or tampered cache is refused.
+pub fn load_cache(dir: &std::path::Path, params: DirParams) -> Result<VerifiedSnapshot, ClientError> {
+    let path = dir.join(CACHE_FILE);
+    let len = std::fs::metadata(&path)?.len();
+    if len > MAX_CACHE_BYTES {
+        return Err(ClientError::Directory("cached directory too large".into()));
+    }
+    let bytes = std::fs::read(&path)?;
+    let snapshot = lamina_directory::Snapshot::decode(&bytes).map_err(|e| ClientError::Directory(e.to_string()))?;
+    snapshot.verify_all(unix_now(), params.pow_bits).map_err(|e| ClientError::Directory(e.to_string()))
+}
+
 /// Wall-clock unix seconds.
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lamina_client::dir::{bootstrap, fetch_snapshot, hex, DirParams, Directory};
+use lamina_client::dir::{bootstrap, fetch_snapshot, hex, load_cache, save_cache, DirParams, Directory};
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
 use serde::Deserialize;
@@ -52,6 +52,10 @@ struct ProxyArgs {
     /// Proof-of-work bits the network's descriptors carry.
     #[arg(long, value_name = "BITS")]
     pow_bits: Option<u8>,
+    /// The network's directory epoch in seconds (the directory is refreshed
+    /// once per epoch; default 3600).
+    #[arg(long, value_name = "SECS")]
+    epoch_secs: Option<u64>,
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -86,6 +90,8 @@ struct FileConfig {
     allow_remote_socks: Option<bool>,
     /// Proof-of-work bits.
     pow_bits: Option<u8>,
+    /// Directory epoch in seconds.
+    epoch_secs: Option<u64>,
 }
 
 /// Parse, set up logging, run.
@@ -133,13 +139,33 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         "refusing to listen for SOCKS on non-loopback {socks}: pass --allow-remote-socks if you mean it"
     );
     let data_dir = args.data_dir.or(file.data_dir);
+    let epoch_secs = args.epoch_secs.or(file.epoch_secs).unwrap_or(3600);
     let params = DirParams {
         pow_bits: args.pow_bits.or(file.pow_bits).unwrap_or(DirParams::default().pow_bits),
         ..DirParams::default()
     };
 
     info!("Bootstrapped 5%: fetching the directory from {} seeds", seeds.len());
-    let directory = bootstrap_until_majority(&seeds, params).await?;
+    let directory = match bootstrap_until_majority(&seeds, params).await {
+        Ok(directory) => {
+            if let Some(dir) = &data_dir {
+                if let Err(e) = save_cache(dir, &directory.snapshot) {
+                    warn!("cannot cache the directory: {e}");
+                }
+            }
+            directory
+        }
+        Err(e) => {
+            let cached = data_dir.as_deref().map(|d| load_cache(d, params));
+            match cached {
+                Some(Ok(snapshot)) => {
+                    warn!("{e:#}; using the cached directory (verified again)");
+                    Directory { snapshot, agreeing: Vec::new(), disagreeing: Vec::new() }
+                }
+                _ => return Err(e),
+            }
+        }
+    };
     info!(
         "Bootstrapped 50%: directory of {} relays, root {}",
         directory.snapshot.descriptors.len(),
@@ -161,7 +187,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serve = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, stopped));
-    let refresher = tokio::spawn(refresh(client.clone(), seeds, params));
+    let refresher = tokio::spawn(refresh(client.clone(), seeds, params, epoch_secs, data_dir.clone()));
     tokio::signal::ctrl_c().await?;
     info!("shutting down");
     let _ = stop.send(true);
@@ -170,12 +196,21 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-fetch the directory every ten minutes.
-async fn refresh(client: Client, seeds: Vec<SocketAddr>, params: DirParams) {
+/// Re-fetch the directory once per epoch, a few seconds after each epoch
+/// boundary (when seeds have cut the new snapshot), and cache it.
+async fn refresh(client: Client, seeds: Vec<SocketAddr>, params: DirParams, epoch_secs: u64, cache: Option<PathBuf>) {
+    let epoch_secs = epoch_secs.max(1);
     loop {
-        tokio::time::sleep(Duration::from_secs(600)).await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let wait = epoch_secs - now % epoch_secs + (epoch_secs / 60).min(30);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
         match bootstrap(&seeds, params).await {
-            Ok(directory) => client.set_relays(directory.relays()),
+            Ok(directory) => {
+                client.set_relays(directory.relays());
+                if let Some(dir) = &cache {
+                    let _ = save_cache(dir, &directory.snapshot);
+                }
+            }
             Err(e) => warn!("directory refresh failed: {e}"),
         }
     }

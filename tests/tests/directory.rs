@@ -77,3 +77,25 @@ async fn every_relay_serves_the_same_directory() {
     assert!(full.len() >= 7, "{roots:?}");
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_directory_is_verified_again_when_loaded() {
+    let net = TestNet::start(3, 1, "127.0.0.1:0".parse().expect("addr")).await.expect("testnet");
+    let params = DirParams { pow_bits: TESTNET_POW_BITS, timeout: Duration::from_secs(5) };
+    let seeds: Vec<_> = net.relays.iter().map(|r| r.addr).collect();
+    let directory = lamina_tests::wait_for_directory(&seeds, 3).await.expect("directory");
+    let dir = std::env::temp_dir().join(format!("lamina-cache-{}", std::process::id()));
+    lamina_client::dir::save_cache(&dir, &directory.snapshot).expect("save");
+    let loaded = lamina_client::dir::load_cache(&dir, params).expect("load");
+    assert_eq!(loaded.root, directory.snapshot.root);
+    assert_eq!(loaded.descriptors.len(), 3);
+    // One flipped byte anywhere makes the cache unusable.
+    let path = dir.join(lamina_client::dir::CACHE_FILE);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    assert!(lamina_client::dir::load_cache(&dir, params).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+    net.shutdown().await;
+}
