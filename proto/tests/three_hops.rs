@@ -58,6 +58,9 @@ struct Net {
     tamper_at: Option<(usize, usize)>,
     /// Record RELAY cells arriving at relay 0 (for replay tests).
     recorded: Vec<Cell>,
+    /// Whether the exit's consumer takes data at once (false: a stalled
+    /// destination, so windows are not reopened).
+    exit_consumes: bool,
 }
 
 impl Net {
@@ -85,6 +88,7 @@ impl Net {
             queue: VecDeque::new(),
             tamper_at: None,
             recorded: Vec::new(),
+            exit_consumes: true,
         };
         net.add_link(CLIENT_LINK, None, 0);
         net.add_link(LinkId(1), Some(0), 1);
@@ -277,7 +281,9 @@ impl Net {
             }
             RelayAction::StreamData { circ, stream, data } => {
                 let table = self.relays[relay].tables.get_mut(&link).unwrap();
-                table.stream_consumed(circ, stream).unwrap();
+                if self.exit_consumes {
+                    table.stream_consumed(circ, stream).unwrap();
+                }
                 self.exit.entry((relay, circ, stream)).or_default().received.extend_from_slice(&data);
             }
             RelayAction::StreamWritable { circ, stream } => self.exit_flush(relay, link, circ, stream),
@@ -481,6 +487,38 @@ fn exit_refusal_and_client_end_reach_the_other_side() {
         .iter()
         .any(|(c, ev)| *c == short && *ev == ClientEvent::StreamEnded { stream: s, reason: EndReason::NotExit }));
     assert!(net.is_open(short), "a refused stream does not kill the circuit");
+}
+
+#[test]
+fn data_beyond_the_window_ends_the_circuit_with_a_typed_error() {
+    let mut net = Net::new(8);
+    let (victim, bystander) = (CircId(0x8000_0001), CircId(0x8000_0002));
+    net.build(victim, net.path());
+    net.build(bystander, net.path());
+    let stream = net.open_stream(victim);
+    // The destination stalls: nothing is consumed, so no SENDME reopens
+    // the window. A hostile client ignores its own window and keeps sending.
+    net.exit_consumes = false;
+    let [hi, lo] = stream.0.to_be_bytes();
+    let data_cell = [0x02, hi, lo, 0x00, 0x04, b'd', b'a', b't', b'a'];
+    for _ in 0..=lamina_proto::circuit::flow::STREAM_WINDOW_START {
+        net.clients.get_mut(&victim).unwrap().dangerously_send_raw(2, &data_cell).unwrap();
+        net.run();
+        if net.clients[&victim].is_closed() {
+            break;
+        }
+    }
+    assert!(
+        net.errors
+            .iter()
+            .any(|(r, e)| *r == 2 && matches!(e, CircuitError::Protocol { reason: "data beyond the window", .. })),
+        "{:?}",
+        net.errors
+    );
+    assert!(net.clients[&victim].is_closed());
+    net.exit_consumes = true;
+    assert!(net.is_open(bystander));
+    assert!(net.echo_works(bystander));
 }
 
 #[test]
