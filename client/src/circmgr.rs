@@ -120,6 +120,11 @@ impl BuildTimes {
     }
 }
 
+/// Most circuits the manager holds; past it the oldest claimed ones are
+/// retired (closed once idle), so many isolation classes cannot grow the
+/// pool without bound.
+const MAX_POOL: usize = 256;
+
 /// Mutable manager state, behind a short-lived std mutex.
 #[derive(Debug, Default)]
 struct State {
@@ -313,6 +318,23 @@ impl Client {
         let mut state = self.lock();
         let relays = state.relays.clone();
         state.circuits.retain(|c| !c.link.is_closed());
+        // Retire circuits past their dirtiness (and the oldest ones beyond
+        // the pool cap): no new streams; closed by the link once idle.
+        let excess = state.circuits.len().saturating_sub(MAX_POOL);
+        let mut retired = Vec::new();
+        let mut index = 0;
+        state.circuits.retain(|c| {
+            index += 1;
+            let old = c.dirty_since.is_some_and(|t| t.elapsed() >= max);
+            let keep = !old && index > excess;
+            if !keep {
+                retired.push((c.link.clone(), c.circ));
+            }
+            keep
+        });
+        for (link, circ) in retired {
+            tokio::spawn(async move { link.retire(circ).await });
+        }
         let exits_to = |c: &Circuit| {
             c.path.last().is_some_and(|exit| {
                 !refused_by.contains(&exit.relay_id)
@@ -426,8 +448,8 @@ impl ClientStream {
 
     /// Copy bytes both ways between this stream and `socket` until either
     /// side ends.
-    pub async fn pump(self, socket: TcpStream) {
-        let Self { link, circ, stream, mut events } = self;
+    pub async fn pump(mut self, socket: TcpStream) {
+        let (link, circ, stream) = (self.link.clone(), self.circ, self.stream);
         let (mut reader, mut writer) = socket.into_split();
         let up_link = link.clone();
         let upload = tokio::spawn(async move {
@@ -451,7 +473,7 @@ impl ClientStream {
         });
         let mut batch = Vec::with_capacity(256 * 1024);
         let mut ended = false;
-        while let Some(first) = events.recv().await {
+        while let Some(first) = self.events.recv().await {
             // Gather every DATA cell already queued into one write.
             let mut cells = 0u32;
             batch.clear();
@@ -466,7 +488,7 @@ impl ClientStream {
                     StreamEvent::Connected => {}
                 }
                 if !ended && batch.len() < 256 * 1024 {
-                    next = events.try_recv().ok();
+                    next = self.events.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
@@ -501,6 +523,13 @@ impl ClientStream {
     /// Send bytes (returns once packaged into cells).
     pub async fn write_all(&self, data: &[u8]) -> Result<(), ClientError> {
         self.link.send(self.circ, self.stream, data.to_vec()).await
+    }
+}
+
+impl Drop for ClientStream {
+    /// A stream whose owner goes away is ended, so its circuit can go idle.
+    fn drop(&mut self) {
+        self.link.end_detached(self.circ, self.stream);
     }
 }
 

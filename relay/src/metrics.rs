@@ -50,6 +50,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Circuits created at this relay.
     pub circuits_created: Counter,
+    /// Circuits closed (any reason) at this relay.
+    pub circuits_closed: Counter,
     /// Circuits closed for a protocol violation by a peer.
     pub circuits_rejected_protocol: Counter,
     /// CREATEs refused by the rate limit.
@@ -75,7 +77,7 @@ pub struct Metrics {
 impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &Counter); 15] = [
+        let rows: [(&str, &str, &str, &Counter); 16] = [
             ("lamina_links_open", "gauge", "Links open now", &self.links_open),
             ("lamina_handshakes_total", "counter", "Link handshakes completed", &self.handshakes_ok),
             ("lamina_handshakes_failed_total", "counter", "Link handshakes failed", &self.handshakes_failed),
@@ -86,6 +88,7 @@ impl Metrics {
                 &self.connections_refused,
             ),
             ("lamina_circuits_created_total", "counter", "Circuits created here", &self.circuits_created),
+            ("lamina_circuits_closed_total", "counter", "Circuits closed here", &self.circuits_closed),
             (
                 "lamina_circuits_rejected_total",
                 "counter",

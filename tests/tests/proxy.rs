@@ -179,3 +179,32 @@ async fn half_close_reaches_the_destination_and_the_reply_comes_back() {
     server.await.unwrap();
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_circuits_leave_the_pool_and_close_when_idle() {
+    use lamina_client::{Client, ClientConfig};
+    let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (echo, echo_task) = serve_echo("127.0.0.1".parse().unwrap()).await;
+    let config = ClientConfig { max_dirtiness: Duration::from_millis(100), prebuilt: 1, ..ClientConfig::default() };
+    let client = Client::new(config, net.infos.clone(), Vec::new());
+    assert!(client.ensure_prebuilt().await > 0);
+    let target = lamina_proto::msg::Target::Ip("127.0.0.1".parse().unwrap());
+    let first = client.connect(target.clone(), echo.port(), None).await.unwrap();
+    let first_circ = first.circuit();
+    drop(first); // the stream's owner goes away; the stream ends with it
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = client.connect(target, echo.port(), None).await.unwrap();
+    assert_ne!(second.circuit(), first_circ, "a retired circuit takes no new streams");
+    assert!(client.circuits().iter().all(|(_, c)| *c != first_circ), "and leaves the pool");
+    // The retired circuit is idle (its stream ended when its owner went
+    // away), so it is closed: each of its three hops reports it.
+    let closed = || net.relays.iter().map(|r| r.ctx.metrics.circuits_closed.get()).sum::<u64>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while closed() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed() >= 3, "the retired circuit was closed at every hop ({} closes)", closed());
+    drop(second);
+    echo_task.abort();
+    net.shutdown().await;
+}

@@ -103,6 +103,11 @@ enum Command {
         /// The circuit.
         circ: CircId,
     },
+    /// Close a circuit once its last stream has ended.
+    Retire {
+        /// The circuit.
+        circ: CircId,
+    },
     /// Report the state of circuits.
     Status {
         /// Answered with (open circuit ids).
@@ -141,6 +146,7 @@ impl GuardLink {
             builds: HashMap::new(),
             streams: HashMap::new(),
             pending: HashMap::new(),
+            retiring: std::collections::HashSet::new(),
             writer,
             next_circ: 1,
             guard: hop.addr,
@@ -194,9 +200,20 @@ impl GuardLink {
         let _ = self.send_cmd(Command::HalfClose { circ, stream }).await;
     }
 
+    /// End a stream without waiting (for `Drop`); a full queue drops the
+    /// request, and the stream then ends with its circuit.
+    pub fn end_detached(&self, circ: CircId, stream: StreamId) {
+        let _ = self.commands.try_send(Command::End { circ, stream });
+    }
+
     /// End a stream.
     pub async fn end(&self, circ: CircId, stream: StreamId) {
         let _ = self.send_cmd(Command::End { circ, stream }).await;
+    }
+
+    /// Close a circuit once its last stream has ended (it takes no new ones).
+    pub async fn retire(&self, circ: CircId) {
+        let _ = self.send_cmd(Command::Retire { circ }).await;
     }
 
     /// Close a circuit.
@@ -243,6 +260,8 @@ struct LinkTask {
     streams: HashMap<(CircId, StreamId), mpsc::Sender<StreamEvent>>,
     /// Data waiting for window.
     pending: HashMap<(CircId, StreamId), Pending>,
+    /// Circuits to close once their last stream ends.
+    retiring: std::collections::HashSet<CircId>,
     /// Cells for the writer task.
     writer: mpsc::Sender<Vec<Cell>>,
     /// Next circuit id (initiator ids have the top bit set, spec §2.3).
@@ -382,6 +401,11 @@ impl LinkTask {
                     c.close(DestroyReason::Finished);
                 }
             }
+            Command::Retire { circ } => {
+                if self.circuits.contains_key(&circ) {
+                    self.retiring.insert(circ);
+                }
+            }
             Command::Status { reply } => {
                 let open = self.circuits.iter().filter(|(_, c)| c.is_open()).map(|(id, _)| *id).collect();
                 let _ = reply.send(open);
@@ -430,7 +454,20 @@ impl LinkTask {
                 cells.push(cell);
             }
         }
+        // Retired circuits close when their last stream has ended.
+        for circ in &self.retiring {
+            if let Some(c) = self.circuits.get_mut(circ) {
+                if c.stream_count() == 0 {
+                    c.close(DestroyReason::Finished);
+                    while let Some(cell) = c.poll_transmit() {
+                        cells.push(cell);
+                    }
+                }
+            }
+        }
         self.circuits.retain(|_, c| !c.is_closed());
+        let circuits = &self.circuits;
+        self.retiring.retain(|circ| circuits.contains_key(circ));
         if !cells.is_empty() {
             let _ = self.writer.send(cells).await;
         }

@@ -467,6 +467,7 @@ impl LinkTask {
                 }
             }
             RelayAction::CircuitClosed { circ, next, reason } => {
+                self.ctx.metrics.circuits_closed.inc();
                 self.streams.retain(|(c, _), _| *c != circ);
                 if let Some(next) = next {
                     commands.push((next.link, LinkCmd::CloseOutbound { circ: next.circ, reason }));
