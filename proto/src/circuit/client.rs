@@ -293,7 +293,7 @@ impl ClientCircuit {
                 break;
             }
             let end = data.len().min(sent + cap);
-            let tag = self.send_relay(last, stream, RelayMsg::Data(data[sent..end].to_vec()))?;
+            let tag = self.send_data_cell(last, stream, &data[sent..end])?;
             let st = self.streams.get_mut(&stream).ok_or(CircuitError::NoSuchStream { circ, stream })?;
             st.send.on_send(tag);
             self.send.on_send(tag);
@@ -393,6 +393,22 @@ impl ClientCircuit {
             },
         );
         Ok(stream)
+    }
+
+    /// Wrap and queue one DATA cell for hop `hop` (no allocation).
+    fn send_data_cell(&mut self, hop: usize, stream: StreamId, data: &[u8]) -> Result<[u8; TAG_LEN], CircuitError> {
+        let circ = self.circ;
+        let mut body = empty_body();
+        let cap = lamina_crypto::layer::forward_capacity(hop);
+        RelayCell::encode_data_into(&mut body[TAG_LEN..TAG_LEN + cap], stream, data)
+            .map_err(|source| CircuitError::Encode { circ, source })?;
+        let tag = self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "forward wrap",
+            source,
+        })?;
+        self.out.push_back(Cell::relay(circ, body));
+        Ok(tag)
     }
 
     /// Wrap and queue a relay message for hop `hop`; returns its layer tag.

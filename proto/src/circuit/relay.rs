@@ -484,7 +484,7 @@ impl RelayCircuitTable {
                 break;
             }
             let end = data.len().min(sent + BACKWARD_DATA_CAPACITY);
-            let tag = self.originate(circ, stream, RelayMsg::Data(data[sent..end].to_vec()))?;
+            let tag = self.originate_data(circ, stream, &data[sent..end])?;
             let hop = self.hop_mut(circ)?;
             hop.send.on_send(tag);
             if let Some(st) = hop.streams.get_mut(&stream) {
@@ -725,6 +725,21 @@ impl RelayCircuitTable {
             },
         );
         Ok(())
+    }
+
+    /// Seal and queue one backward DATA cell (no allocation); returns its tag.
+    fn originate_data(&mut self, circ: CircId, stream: StreamId, data: &[u8]) -> Result<[u8; TAG_LEN], CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        let mut body: [u8; BODY_LEN] = empty_body();
+        RelayCell::encode_data_into(backward_region(&mut body), stream, data)
+            .map_err(|source| CircuitError::Encode { circ, source })?;
+        let tag = hop.layers.originate_backward(&mut body).map_err(|source| CircuitError::Crypto {
+            circ,
+            context: "backward seal",
+            source,
+        })?;
+        self.out.push_back(Cell::relay(circ, body));
+        Ok(tag)
     }
 
     /// Seal and queue a backward message this hop originates; returns its tag.
