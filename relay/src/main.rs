@@ -34,9 +34,13 @@ struct Args {
     /// "accept 127.0.0.0/8:*, reject *:*" (implies --exit).
     #[arg(long, value_name = "RULES")]
     exit_policy: Option<String>,
-    /// Serve Prometheus metrics on this address (loopback recommended).
+    /// Serve Prometheus metrics on this address (loopback only, unless
+    /// --allow-remote-metrics).
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<SocketAddr>,
+    /// Allow the metrics endpoint on a non-loopback address.
+    #[arg(long)]
+    allow_remote_metrics: bool,
     /// Advertised bandwidth in KB/s (path selection weight).
     #[arg(long, value_name = "KBPS")]
     bandwidth: Option<u32>,
@@ -88,6 +92,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let policy_text = args.exit_policy.or(file.exit_policy);
     let policy = exit_policy(exit, policy_text.as_deref(), &[listen.ip()])?;
     let metrics = args.metrics.or(file.metrics);
+    if let Some(addr) = metrics {
+        anyhow::ensure!(
+            addr.ip().is_loopback() || args.allow_remote_metrics,
+            "refusing to serve metrics on non-loopback {addr}: pass --allow-remote-metrics if you mean it"
+        );
+    }
     let mut seeds = args.seeds;
     if seeds.is_empty() {
         seeds = file.seeds;

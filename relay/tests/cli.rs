@@ -59,6 +59,7 @@ fn bad_command_lines_and_configs_fail_cleanly() {
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "listen = 5\n").expect("write");
     assert_clean_failure(&["--config", bad.to_str().expect("utf-8")], "config file");
+    assert_clean_failure(&["--listen", "127.0.0.1:0", "--data-dir", data, "--metrics", "0.0.0.0:0"], "non-loopback");
     // A port in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();

@@ -208,3 +208,31 @@ async fn retired_circuits_leave_the_pool_and_close_when_idle() {
     echo_task.abort();
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_prometheus_text() {
+    let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    assert!(net.ready(Duration::from_secs(10)).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ctx = std::sync::Arc::clone(&net.relays[0].ctx);
+    let server = tokio::spawn(lamina_relay::serve_metrics(ctx, listener));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"));
+    for name in [
+        "lamina_circuits_created_total",
+        "lamina_cells_received_total",
+        "lamina_link_bytes_sent_total",
+        "lamina_directory_relays",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name}")), "{name} in {text}");
+    }
+    // The directory gauge reports the three relays, circuits were created.
+    assert!(text.contains("lamina_directory_relays 3"), "{text}");
+    assert!(!text.contains("lamina_circuits_created_total 0\n"), "{text}");
+    server.abort();
+    net.shutdown().await;
+}
