@@ -99,3 +99,43 @@ async fn the_cached_directory_is_verified_again_when_loaded() {
     let _ = std::fs::remove_dir_all(&dir);
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_relay_remembers_the_directory() {
+    let data = std::env::temp_dir().join(format!("lamina-persist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut net = TestNet::start_in(4, 1, "127.0.0.1:0".parse().expect("addr"), Some(&data)).await.expect("testnet");
+    // Once relay 3 knows the whole directory, stop it (it saves its store).
+    let relay = net.relays.pop().expect("relay 3");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while relay.ctx.metrics.directory_relays.get() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(relay.ctx.metrics.directory_relays.get(), 4);
+    let (id, addr) = (relay.relay_id(), relay.addr);
+    relay.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Restart it with the same keys and state but no seeds: it must still
+    // know all four relays before talking to anyone.
+    let dir = data.join("relay-3");
+    let keys = RelayKeys::load_or_create(&dir, &mut rand_core::OsRng).expect("keys");
+    let listener = TcpListener::bind(addr).await.expect("same address");
+    let policy = ExitPolicy::reject_all();
+    let settings = DirSettings {
+        gossip: testnet_gossip(),
+        seeds: Vec::new(),
+        advertised: addr,
+        bandwidth_kbps: 1000,
+        exit: exit_summary(&policy),
+        family: Vec::new(),
+        state_file: Some(dir.join("descriptors.bin")),
+    };
+    let restarted = lamina_relay::spawn_with_directory(listener, keys, policy, NetConfig::default(), Some(settings))
+        .expect("restart");
+    assert_eq!(restarted.relay_id(), id, "same identity from its key files");
+    let known = restarted.ctx.metrics.directory_relays.get();
+    assert_eq!(known, 4, "the directory came back from disk");
+    restarted.shutdown().await;
+    net.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
