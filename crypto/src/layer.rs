@@ -117,6 +117,18 @@ impl Direction {
         aead_open(&self.aead, &self.nonce()?, ad, buf, tag)
     }
 
+    /// XOR `buf` with this nonce's keystream from block 1 (byte 0 of the
+    /// encryption stream): the backward stream layer (spec §6.3).
+    ///
+    /// ChaCha20-Poly1305 encryption is exactly this XOR plus a tag, so the
+    /// AEAD's seal with empty associated data computes it and the tag is
+    /// dropped; `ring`'s sealing is about twice as fast per byte as the raw
+    /// `chacha20` crate here (it was a fifth of a relay's profile). Frozen
+    /// vectors pin the output to [`Self::keystream_xor`]'s.
+    fn stream_layer(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        aead_seal(&self.aead, &self.nonce()?, &[], buf).map(|_| ())
+    }
+
     /// XOR `buf` with this nonce's keystream starting at byte `offset` of
     /// the encryption stream (block 1 onward, as the AEAD uses it).
     fn keystream_xor(&self, offset: usize, buf: &mut [u8]) -> Result<(), CryptoError> {
@@ -186,7 +198,7 @@ impl RelayLayers {
 
     /// Add this hop's backward stream layer to a cell from the next hop.
     pub fn relay_backward(&mut self, body: &mut [u8; BODY_LEN]) -> Result<(), CryptoError> {
-        self.backward.keystream_xor(0, body)?;
+        self.backward.stream_layer(body)?;
         self.backward.advance();
         Ok(())
     }
@@ -292,20 +304,20 @@ impl LayerStack {
         // remove every earlier hop's stream layer first and try the last
         // hop's tag once, instead of failing a tag check at every hop.
         for hop in &self.hops[..last] {
-            hop.backward.keystream_xor(0, body)?;
+            hop.backward.stream_layer(body)?;
         }
         if let Some(tag) = self.try_origin(last, body) {
             return Ok((last, tag));
         }
         // Slow path: undo (the stream layers are XORs) and try hop by hop.
         for hop in &self.hops[..last] {
-            hop.backward.keystream_xor(0, body)?;
+            hop.backward.stream_layer(body)?;
         }
         for h in 0..last {
             if let Some(tag) = self.try_origin(h, body) {
                 return Ok((h, tag));
             }
-            self.hops[h].backward.keystream_xor(0, body)?;
+            self.hops[h].backward.stream_layer(body)?;
         }
         Err(CryptoError::AuthenticationFailed)
     }
@@ -416,6 +428,24 @@ fn aead_open(
                 buf.copy_from_slice(&heap_backup);
             }
             Err(CryptoError::AuthenticationFailed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_layer_is_the_raw_keystream() {
+        for counter in [0u64, 1, 77, u64::MAX - 1] {
+            let mut d = Direction::new(&[0x42; KEY_LEN]);
+            d.counter = counter;
+            let mut a: Vec<u8> = (0..BODY_LEN).map(|i| u8::try_from(i % 256).unwrap()).collect();
+            let mut b = a.clone();
+            d.keystream_xor(0, &mut a).unwrap();
+            d.stream_layer(&mut b).unwrap();
+            assert_eq!(a, b, "counter {counter}");
         }
     }
 }

@@ -189,13 +189,20 @@ async fn retired_circuits_leave_the_pool_and_close_when_idle() {
     let client = Client::new(config, net.infos.clone(), Vec::new());
     assert!(client.ensure_prebuilt().await > 0);
     let target = lamina_proto::msg::Target::Ip("127.0.0.1".parse().unwrap());
+    // Circuit ids are per guard link: identify circuits by (guard, id).
+    let claimed = |client: &Client| -> Vec<_> {
+        client.isolation_map().into_iter().filter(|(class, _)| class.is_none()).flat_map(|(_, c)| c).collect()
+    };
     let first = client.connect(target.clone(), echo.port(), None).await.unwrap();
-    let first_circ = first.circuit();
+    let first_key = claimed(&client);
+    assert_eq!(first_key.len(), 1);
     drop(first); // the stream's owner goes away; the stream ends with it
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = client.connect(target, echo.port(), None).await.unwrap();
-    assert_ne!(second.circuit(), first_circ, "a retired circuit takes no new streams");
-    assert!(client.circuits().iter().all(|(_, c)| *c != first_circ), "and leaves the pool");
+    let second_key = claimed(&client);
+    assert_eq!(second_key.len(), 1);
+    assert_ne!(second_key, first_key, "a retired circuit takes no new streams");
+    assert!(!client.circuits().contains(&first_key[0]), "and leaves the pool");
     // The retired circuit is idle (its stream ended when its owner went
     // away), so it is closed: each of its three hops reports it.
     let closed = || net.relays.iter().map(|r| r.ctx.metrics.circuits_closed.get()).sum::<u64>();

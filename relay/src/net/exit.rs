@@ -127,9 +127,10 @@ async fn write_to_destination(
     let _ = socket.shutdown().await;
 }
 
-/// Read from the destination and hand bytes to the link task, one chunk at
-/// a time: the next read waits until the last chunk is packaged, so a
-/// closed window stops reading (no unbounded buffering).
+/// Read from the destination and hand bytes to the link task. At most one
+/// chunk waits to be packaged while the next is read (reading overlaps
+/// packaging), so a closed window stops reading after two chunks: no
+/// unbounded buffering.
 async fn read_from_destination(
     mut socket: OwnedReadHalf,
     inbox: mpsc::Sender<LinkCmd>,
@@ -137,16 +138,27 @@ async fn read_from_destination(
     stream: StreamId,
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut in_flight: Option<oneshot::Receiver<()>> = None;
     loop {
-        match socket.read(&mut buf).await {
+        let n = match socket.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let (done, packaged) = oneshot::channel();
-                let cmd = LinkCmd::StreamBytes { circ, stream, data: buf[..n].to_vec(), done };
-                if inbox.send(cmd).await.is_err() || packaged.await.is_err() {
-                    return;
-                }
+            Ok(n) => n,
+        };
+        if let Some(previous) = in_flight.take() {
+            if previous.await.is_err() {
+                return;
             }
+        }
+        let (done, packaged) = oneshot::channel();
+        let cmd = LinkCmd::StreamBytes { circ, stream, data: buf[..n].to_vec(), done };
+        if inbox.send(cmd).await.is_err() {
+            return;
+        }
+        in_flight = Some(packaged);
+    }
+    if let Some(previous) = in_flight.take() {
+        if previous.await.is_err() {
+            return;
         }
     }
     let _ = inbox.send(LinkCmd::StreamEof { circ, stream }).await;
