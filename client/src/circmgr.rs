@@ -341,10 +341,8 @@ impl Client {
                     && relays.iter().any(|r| r.hop.relay_id == exit.relay_id && r.exits_to(port))
             })
         };
-        let fresh = |c: &Circuit| c.dirty_since.is_none_or(|t| t.elapsed() < max);
-        if let Some(c) =
-            state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && fresh(c) && exits_to(c))
-        {
+        // Circuits past their dirtiness were retired just above.
+        if let Some(c) = state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && exits_to(c)) {
             return Some(c.clone());
         }
         let clean = state.circuits.iter_mut().find(|c| c.claimed.is_none() && exits_to(c))?;

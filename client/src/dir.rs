@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::error::ClientError;
+use crate::net::guard::drive;
 use crate::path::RelayInfo;
 
 /// Settings the whole network agrees on, needed to verify descriptors.
@@ -124,25 +125,8 @@ async fn fetch_inner(seed: SocketAddr, params: DirParams) -> Result<(RelayId, Ve
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
     let mut socket = TcpStream::connect(seed).await?;
     socket.set_nodelay(true)?;
-    let mut hs = LinkHandshake::initiator(&mut rng, &LocalAuth::Anonymous, PeerExpectation::Unknown)?;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while !hs.is_finished() {
-        while let Some(out) = hs.poll_transmit() {
-            socket.write_all(&out).await?;
-        }
-        if hs.is_finished() {
-            break;
-        }
-        if buf.len() > 8192 || socket.read_buf(&mut buf).await? == 0 {
-            return Err(ClientError::LinkClosed);
-        }
-        let used = hs.handle_input(&mut rng, &buf)?;
-        buf.drain(..used);
-    }
-    while let Some(out) = hs.poll_transmit() {
-        socket.write_all(&out).await?;
-    }
-    let (mut tx, mut rx, peer) = hs.into_transport()?;
+    let hs = LinkHandshake::initiator(&mut rng, &LocalAuth::Anonymous, PeerExpectation::Unknown)?;
+    let (mut tx, mut rx, peer, mut buf) = drive(&mut socket, hs, &mut rng).await?;
     let PeerIdentity::Relay(seed_id) = peer else {
         return Err(ClientError::Directory("the seed did not prove a relay identity".into()));
     };

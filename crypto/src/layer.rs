@@ -408,28 +408,23 @@ fn aead_open(
     buf: &mut [u8],
     tag: &[u8; TAG_LEN],
 ) -> Result<(), CryptoError> {
-    let mut backup = [0u8; BODY_LEN];
-    let saved = buf.len() <= BODY_LEN;
-    let heap_backup = if saved {
-        backup[..buf.len()].copy_from_slice(buf);
-        Vec::new()
+    // Cell-sized buffers are backed up on the stack, larger ones (raw
+    // known-answer tests only) on the heap.
+    let mut stack = [0u8; BODY_LEN];
+    let heap;
+    let backup: &[u8] = if buf.len() <= BODY_LEN {
+        stack[..buf.len()].copy_from_slice(buf);
+        &stack[..buf.len()]
     } else {
-        buf.to_vec()
+        heap = buf.to_vec();
+        &heap
     };
-    let result =
-        key.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(ad), Tag::from(*tag), buf, 0..);
-    match result {
-        Ok(_) => Ok(()),
-        Err(_) => {
-            if saved {
-                let len = buf.len();
-                buf.copy_from_slice(&backup[..len]);
-            } else {
-                buf.copy_from_slice(&heap_backup);
-            }
-            Err(CryptoError::AuthenticationFailed)
-        }
+    let nonce = Nonce::assume_unique_for_key(*nonce);
+    if key.open_in_place_separate_tag(nonce, Aad::from(ad), Tag::from(*tag), buf, 0..).is_ok() {
+        return Ok(());
     }
+    buf.copy_from_slice(backup);
+    Err(CryptoError::AuthenticationFailed)
 }
 
 #[cfg(test)]

@@ -284,7 +284,11 @@ impl LinkHandshake {
         };
         let (tx, rx) =
             noise.into_transport().map_err(|source| LinkError::Crypto { context: "noise split", source })?.split();
-        Ok((LinkSender { noise: tx }, LinkReceiver { noise: rx, scratch: vec![0; NOISE_MAX_MSG] }, peer))
+        Ok((
+            LinkSender { noise: tx, plain: Vec::with_capacity(MAX_BATCH_CELLS * CELL_LEN) },
+            LinkReceiver { noise: rx, scratch: vec![0; NOISE_MAX_MSG] },
+            peer,
+        ))
     }
 
     /// Make at most one state transition from the front of `input`;
@@ -468,6 +472,8 @@ fn write_frame(noise: &mut NoiseHandshake, payload: &[u8], out: &mut Vec<u8>) ->
 pub struct LinkSender {
     /// Noise sending state.
     noise: NoiseSender,
+    /// Encoding buffer for one batch, kept between calls (no allocation per write).
+    plain: Vec<u8>,
 }
 
 impl LinkSender {
@@ -492,15 +498,20 @@ impl LinkSender {
 
     /// Encode and encrypt `cells`, batching [`MAX_BATCH_CELLS`] per frame.
     pub fn seal_cells(&mut self, cells: &[Cell], out: &mut Vec<u8>) -> Result<(), LinkError> {
-        let mut plain = Vec::with_capacity(MAX_BATCH_CELLS * CELL_LEN);
+        let mut plain = std::mem::take(&mut self.plain);
+        let mut result = Ok(());
         for chunk in cells.chunks(MAX_BATCH_CELLS) {
             plain.clear();
             for cell in chunk {
                 cell.encode_into(&mut plain);
             }
-            self.seal_encoded(&plain, out)?;
+            result = self.seal_encoded(&plain, out);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.plain = plain;
+        result
     }
 }
 

@@ -238,45 +238,20 @@ impl RelayCell {
         if region.len() < HEADER_LEN {
             return Err(EncodeError::TooLong { what: "relay header", len: HEADER_LEN, max: region.len() });
         }
-        let max_body = region.len().saturating_sub(HEADER_LEN);
-        let body = encode_body(&self.msg, max_body)?;
-        let len = u16::try_from(body.len()).map_err(|_| EncodeError::TooLong {
-            what: "relay body",
-            len: body.len(),
-            max: max_body,
-        })?;
-        if body.len() > max_body {
-            return Err(EncodeError::TooLong { what: "relay body", len: body.len(), max: max_body });
-        }
-        region[0] = self.msg.code();
-        region[1..3].copy_from_slice(&self.stream.0.to_be_bytes());
-        region[3..5].copy_from_slice(&len.to_be_bytes());
-        region[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(&body);
-        region[HEADER_LEN + body.len()..].fill(0);
-        Ok(())
+        let body = encode_body(&self.msg, region.len().saturating_sub(HEADER_LEN))?;
+        put_message(region, self.msg.code(), self.stream, &body)
     }
 
     /// Encode a DATA message straight into `region` (the hot path: no
     /// allocation, one copy). Same bytes as `encode_into` of `Data`.
     pub fn encode_data_into(region: &mut [u8], stream: StreamId, data: &[u8]) -> Result<(), EncodeError> {
-        let max = region.len().saturating_sub(HEADER_LEN);
         if stream == StreamId::CIRCUIT {
             return Err(EncodeError::Invalid { what: "relay cell", reason: "stream message without a stream" });
         }
         if data.is_empty() {
             return Err(EncodeError::Invalid { what: "data", reason: "empty" });
         }
-        let len =
-            u16::try_from(data.len()).map_err(|_| EncodeError::TooLong { what: "relay body", len: data.len(), max })?;
-        if data.len() > max {
-            return Err(EncodeError::TooLong { what: "relay body", len: data.len(), max });
-        }
-        region[0] = 0x02;
-        region[1..3].copy_from_slice(&stream.0.to_be_bytes());
-        region[3..5].copy_from_slice(&len.to_be_bytes());
-        region[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
-        region[HEADER_LEN + data.len()..].fill(0);
-        Ok(())
+        put_message(region, 0x02, stream, data)
     }
 
     /// Decode from a relay cell's plaintext region; bytes after the message
@@ -291,6 +266,23 @@ impl RelayCell {
         check_stream(stream, &msg).map_err(|reason| DecodeError::invalid("relay message", reason))?;
         Ok(Self { stream, msg })
     }
+}
+
+/// Write `header | body | zero padding` into `region`, refusing a body
+/// longer than the region's room after the header.
+fn put_message(region: &mut [u8], code: u8, stream: StreamId, body: &[u8]) -> Result<(), EncodeError> {
+    let max = region.len().saturating_sub(HEADER_LEN);
+    let too_long = EncodeError::TooLong { what: "relay body", len: body.len(), max };
+    let len = u16::try_from(body.len()).map_err(|_| too_long.clone())?;
+    if body.len() > max {
+        return Err(too_long);
+    }
+    region[0] = code;
+    region[1..3].copy_from_slice(&stream.0.to_be_bytes());
+    region[3..5].copy_from_slice(&len.to_be_bytes());
+    region[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    region[HEADER_LEN + body.len()..].fill(0);
+    Ok(())
 }
 
 /// Enforce the stream-id rule of a message.

@@ -248,12 +248,7 @@ fn parse_addr_pattern(s: &str) -> Result<AddrPattern, &'static str> {
     if bits > max {
         return Err("prefix length too long");
     }
-    Ok(AddrPattern::Prefix(canonical_prefix(ip), bits))
-}
-
-/// IPv4-mapped prefixes are kept as written (only checked addresses are canonicalised).
-fn canonical_prefix(ip: IpAddr) -> IpAddr {
-    ip
+    Ok(AddrPattern::Prefix(ip, bits))
 }
 
 /// Parse `*`, `N` or `LOW-HIGH`.

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use lamina_proto::cell::{Cell, CircId, DestroyReason, CELL_LEN};
 use lamina_proto::circuit::client::{ClientCircuit, ClientEvent, HopSpec};
-use lamina_proto::link::{LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, MAX_BATCH_CELLS};
+use lamina_proto::link::{
+    LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, PeerIdentity, MAX_BATCH_CELLS,
+};
 use lamina_proto::msg::{EndReason, StreamId, Target};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -131,7 +133,7 @@ impl GuardLink {
             socket.set_nodelay(true)?;
             let expect = PeerExpectation::Known { relay_id: hop.relay_id, link_key: hop.link_key };
             let hs = LinkHandshake::initiator(&mut rng, &LocalAuth::Anonymous, expect)?;
-            let (tx, rx, leftover) = drive(&mut socket, hs, &mut rng).await?;
+            let (tx, rx, _, leftover) = drive(&mut socket, hs, &mut rng).await?;
             Ok::<_, ClientError>((socket, tx, rx, leftover))
         };
         let (socket, tx, rx, leftover) =
@@ -553,19 +555,19 @@ async fn writer_task(mut socket: OwnedWriteHalf, mut sender: LinkSender, mut que
 }
 
 /// Drive the initiator handshake to completion over `socket`.
-async fn drive(
+pub(crate) async fn drive(
     socket: &mut TcpStream,
     mut hs: LinkHandshake,
     rng: &mut ChaCha20Rng,
-) -> Result<(LinkSender, LinkReceiver, Vec<u8>), ClientError> {
+) -> Result<(LinkSender, LinkReceiver, PeerIdentity, Vec<u8>), ClientError> {
     let mut buf = Vec::with_capacity(4096);
     loop {
         while let Some(out) = hs.poll_transmit() {
             socket.write_all(&out).await?;
         }
         if hs.is_finished() {
-            let (tx, rx, _) = hs.into_transport()?;
-            return Ok((tx, rx, buf));
+            let (tx, rx, peer) = hs.into_transport()?;
+            return Ok((tx, rx, peer, buf));
         }
         if buf.len() > 8192 || socket.read_buf(&mut buf).await? == 0 {
             return Err(ClientError::LinkClosed);

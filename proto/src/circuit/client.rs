@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lamina_crypto::handshake::{client_start, ClientPending};
 use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey, RelayId};
-use lamina_crypto::layer::{LayerStack, MAX_HOPS, TAG_LEN};
+use lamina_crypto::layer::{LayerStack, BODY_LEN, MAX_HOPS, TAG_LEN};
 use rand_core::{CryptoRng, RngCore};
 
 use super::flow::{
@@ -346,18 +346,10 @@ impl ClientCircuit {
     /// buggy or hostile client would (used to test relays' decoders).
     #[doc(hidden)]
     pub fn dangerously_send_raw(&mut self, hop: usize, plaintext: &[u8]) -> Result<(), CircuitError> {
-        let circ = self.circ;
         let mut body = empty_body();
-        let cap = lamina_crypto::layer::forward_capacity(hop);
-        let len = plaintext.len().min(cap);
+        let len = plaintext.len().min(lamina_crypto::layer::forward_capacity(hop));
         body[TAG_LEN..TAG_LEN + len].copy_from_slice(&plaintext[..len]);
-        self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
-            circ,
-            context: "forward wrap",
-            source,
-        })?;
-        self.out.push_back(Cell::relay(circ, body));
-        Ok(())
+        self.wrap_and_queue(hop, body).map(|_| ())
     }
 
     /// Index of the last built hop, or an error if the circuit is not open.
@@ -402,13 +394,7 @@ impl ClientCircuit {
         let cap = lamina_crypto::layer::forward_capacity(hop);
         RelayCell::encode_data_into(&mut body[TAG_LEN..TAG_LEN + cap], stream, data)
             .map_err(|source| CircuitError::Encode { circ, source })?;
-        let tag = self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
-            circ,
-            context: "forward wrap",
-            source,
-        })?;
-        self.out.push_back(Cell::relay(circ, body));
-        Ok(tag)
+        self.wrap_and_queue(hop, body)
     }
 
     /// Wrap and queue a relay message for hop `hop`; returns its layer tag.
@@ -419,6 +405,13 @@ impl ClientCircuit {
         RelayCell::new(stream, msg)
             .encode_into(&mut body[TAG_LEN..TAG_LEN + cap])
             .map_err(|source| CircuitError::Encode { circ, source })?;
+        self.wrap_and_queue(hop, body)
+    }
+
+    /// Add the layers for hop `hop` to a body whose plaintext is written,
+    /// and queue the cell; returns the target layer's tag.
+    fn wrap_and_queue(&mut self, hop: usize, mut body: [u8; BODY_LEN]) -> Result<[u8; TAG_LEN], CircuitError> {
+        let circ = self.circ;
         let tag = self.layers.wrap_forward(hop, &mut body).map_err(|source| CircuitError::Crypto {
             circ,
             context: "forward wrap",

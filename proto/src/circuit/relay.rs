@@ -527,20 +527,6 @@ impl RelayCircuitTable {
         }
     }
 
-    /// Test hook: tamper with a forward cell as a malicious hop would, by
-    /// peeling honestly and then flipping one bit before forwarding.
-    #[doc(hidden)]
-    pub fn dangerously_flip_next_forward_bit(&mut self, bit: usize) -> Option<()> {
-        for action in &mut self.actions {
-            if let RelayAction::Forward { cell, .. } = action {
-                let byte = cell.payload.get_mut(bit / 8)?;
-                *byte ^= 1 << (bit % 8);
-                return Some(());
-            }
-        }
-        None
-    }
-
     /// CREATE: run the handshake, answer CREATED, add the circuit.
     fn handle_create<R: RngCore + CryptoRng>(
         &mut self,
@@ -729,26 +715,24 @@ impl RelayCircuitTable {
 
     /// Seal and queue one backward DATA cell (no allocation); returns its tag.
     fn originate_data(&mut self, circ: CircId, stream: StreamId, data: &[u8]) -> Result<[u8; TAG_LEN], CircuitError> {
-        let hop = self.hop_mut(circ)?;
         let mut body: [u8; BODY_LEN] = empty_body();
         RelayCell::encode_data_into(backward_region(&mut body), stream, data)
             .map_err(|source| CircuitError::Encode { circ, source })?;
-        let tag = hop.layers.originate_backward(&mut body).map_err(|source| CircuitError::Crypto {
-            circ,
-            context: "backward seal",
-            source,
-        })?;
-        self.out.push_back(Cell::relay(circ, body));
-        Ok(tag)
+        self.seal_and_queue(circ, body)
     }
 
     /// Seal and queue a backward message this hop originates; returns its tag.
     fn originate(&mut self, circ: CircId, stream: StreamId, msg: RelayMsg) -> Result<[u8; TAG_LEN], CircuitError> {
-        let hop = self.hop_mut(circ)?;
         let mut body: [u8; BODY_LEN] = empty_body();
         RelayCell::new(stream, msg)
             .encode_into(backward_region(&mut body))
             .map_err(|source| CircuitError::Encode { circ, source })?;
+        self.seal_and_queue(circ, body)
+    }
+
+    /// Seal a backward body this hop originates and queue the cell; returns its tag.
+    fn seal_and_queue(&mut self, circ: CircId, mut body: [u8; BODY_LEN]) -> Result<[u8; TAG_LEN], CircuitError> {
+        let hop = self.hop_mut(circ)?;
         let tag = hop.layers.originate_backward(&mut body).map_err(|source| CircuitError::Crypto {
             circ,
             context: "backward seal",

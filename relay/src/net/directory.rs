@@ -15,7 +15,7 @@ use lamina_crypto::keys::RelayId;
 use lamina_directory::wire::SnapshotRequest;
 use lamina_directory::{
     ConnectPurpose, Descriptor, DescriptorFields, Direction, Event, ExitSummary, GossipConfig, GossipEngine, Message,
-    Now, PeerId, Unverified,
+    Now, PeerId,
 };
 use lamina_proto::circuit::relay::LinkId;
 use lamina_proto::dirlink::fragment;
@@ -402,7 +402,7 @@ impl DirectoryTask {
             rest = after;
         }
         let now = self.now();
-        let report = self.engine.import(now, descriptors.into_iter().collect::<Vec<Unverified<Descriptor>>>());
+        let report = self.engine.import(now, descriptors);
         info!(accepted = report.accepted, "restored the directory from disk");
     }
 
