@@ -37,7 +37,7 @@ query_loop() {
     while true; do
         for i in $(cat "$ALIVE"); do
             out=$("$BIN/lamina-client" dir --json --pow-bits 8 --seed "$(ip "$i"):9001" 2>/dev/null) || continue
-            printf '%s' "$out" | python3 -c 'import json,sys,time; d=json.load(sys.stdin); print(f"{time.time():.1f} {sys.argv[1]} {d[\"epoch\"]} {d[\"root\"]} {d[\"count\"]}")' "$i" \
+            printf '%s' "$out" | python3 -c "import json,sys,time; d=json.load(sys.stdin); print('%.1f %s %s %s %s' % (time.time(), sys.argv[1], d['epoch'], d['root'], d['count']))" "$i" \
                 >>"$WORK/served" || true
         done
         sleep 0.5
@@ -56,10 +56,12 @@ served, alive, want = sys.argv[1], open(sys.argv[2]).read().split(), int(sys.arg
 last = {}
 for line in open(served):
     t, r, e, root, c = line.split()
-    last[r] = (int(e), root, int(c))
+    last[r] = (root, int(c))
+# The newest answer of every alive relay: one root over `want` relays
+# (answers may come from neighbouring epochs: the same set has the same root).
 vals = {last.get(r) for r in alive}
-if None not in vals and len(vals) == 1 and next(iter(vals))[2] == want:
-    print(next(iter(vals))[1]); sys.exit(0)
+if None not in vals and len(vals) == 1 and next(iter(vals))[1] == want:
+    print(next(iter(vals))[0]); sys.exit(0)
 sys.exit(1)
 PY
 }
