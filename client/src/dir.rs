@@ -84,6 +84,28 @@ pub const CACHE_FILE: &str = "directory.bin";
 /// Most bytes of cache read back.
 const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// How many epochs after its own a directory is still fresh enough to use
+/// without a warning.
+pub const FRESH_EPOCHS: u64 = 2;
+
+/// When a directory of `epoch` becomes stale (unix seconds): the end of the
+/// epoch [`FRESH_EPOCHS`] after its own. Past it the client still runs on
+/// it (its descriptors verify until they expire) but says so.
+pub fn stale_after(epoch: Epoch, epoch_secs: u64) -> u64 {
+    epoch.0.saturating_add(1 + FRESH_EPOCHS).saturating_mul(epoch_secs.max(1))
+}
+
+/// Log, at warning level, that the directory of `epoch` is stale at
+/// `now_unix`, if it is; returns whether it is.
+pub fn warn_if_stale(epoch: Epoch, epoch_secs: u64, now_unix: u64) -> bool {
+    let limit = stale_after(epoch, epoch_secs);
+    if now_unix <= limit {
+        return false;
+    }
+    warn!(epoch = epoch.0, stale_for_s = now_unix - limit, "running on a stale directory");
+    true
+}
+
 /// Save the accepted snapshot in `dir` (it is re-verified when loaded).
 pub fn save_cache(dir: &std::path::Path, snapshot: &VerifiedSnapshot) -> std::io::Result<()> {
     let raw = lamina_directory::Snapshot {
@@ -351,6 +373,14 @@ mod tests {
         agree.push(answer(2, "127.3.0.1:1", 7));
         let d = decide(agree).unwrap();
         assert_eq!(d.agreeing.len(), 2);
+    }
+
+    /// A directory is fresh for its epoch and two more, then stale.
+    #[test]
+    fn staleness() {
+        assert_eq!(stale_after(Epoch(10), 60), 13 * 60);
+        assert!(!warn_if_stale(Epoch(10), 60, 13 * 60));
+        assert!(warn_if_stale(Epoch(10), 60, 13 * 60 + 1));
     }
 
     /// Two relays in one /16 are one vote too.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lamina_client::dir::{bootstrap_seeds, fetch_from, hex, load_cache, save_cache, DirParams, Directory};
+use lamina_client::dir::{
+    bootstrap_seeds, fetch_from, hex, load_cache, save_cache, warn_if_stale, DirParams, Directory,
+};
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
 use lamina_directory::{Epoch, Seed};
@@ -170,6 +172,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             match cached {
                 Some(Ok(snapshot)) => {
                     warn!("{e:#}; using the cached directory (verified again)");
+                    warn_if_stale(snapshot.epoch, epoch_secs, unix_now());
                     Directory { snapshot, agreeing: Vec::new(), disagreeing: Vec::new() }
                 }
                 _ => return Err(e),
@@ -197,7 +200,8 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serve = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, stopped));
-    let refresher = tokio::spawn(refresh(client.clone(), seeds, params, epoch_secs, data_dir.clone()));
+    let held = directory.snapshot.epoch;
+    let refresher = tokio::spawn(refresh(client.clone(), seeds, params, (held, epoch_secs), data_dir.clone()));
     tokio::signal::ctrl_c().await?;
     info!("shutting down");
     let _ = stop.send(true);
@@ -209,11 +213,13 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 /// Re-fetch the directory once per epoch at a random point of the first
 /// half of the epoch (so clients do not all ask at the boundary), retrying
 /// with back-off on failure, and cache it (spec §13.5).
-async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, epoch_secs: u64, cache: Option<PathBuf>) {
+/// `held` is the epoch of the directory in use and the epoch length; the
+/// client says when the directory it runs on has gone stale.
+async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, held: (Epoch, u64), cache: Option<PathBuf>) {
     use rand_core::RngCore;
-    let epoch_secs = epoch_secs.max(1);
+    let (mut held, epoch_secs) = (held.0, held.1.max(1));
     loop {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = unix_now();
         let settle = (epoch_secs / 60).clamp(1, 30);
         let jitter = rand_core::OsRng.next_u64() % (epoch_secs / 2).max(1);
         let wait = epoch_secs - now % epoch_secs + settle + jitter;
@@ -223,6 +229,7 @@ async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, epoch_secs
             match bootstrap_seeds(&seeds, params).await {
                 Ok(directory) => {
                     client.set_relays(directory.relays());
+                    held = directory.snapshot.epoch;
                     if let Some(dir) = &cache {
                         let _ = save_cache(dir, &directory.snapshot);
                     }
@@ -230,10 +237,16 @@ async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, epoch_secs
                 }
                 Err(e) => warn!(attempt, "directory refresh failed: {e}"),
             }
+            warn_if_stale(held, epoch_secs, unix_now());
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(epoch_secs / 4 + 1));
         }
     }
+}
+
+/// Wall-clock unix seconds.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Bootstrap, retrying for a while (seeds may still be converging).

@@ -1,4 +1,5 @@
-//! Fuzz the snapshot decoder and `verify_all`: neither ever panics, and an
+//! Fuzz the snapshot decoder, `verify_all` and `verify_served`: none ever
+//! panics, and an
 //! accepted snapshot re-encodes to exactly the input.
 #![no_main]
 
@@ -9,5 +10,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(snapshot) = Snapshot::decode(data) {
         assert_eq!(snapshot.encode(), data);
         let _ = snapshot.verify_all(1_750_000_000, 0);
+        let _ = snapshot.verify_served(1_750_000_000, 0);
     }
 });

@@ -43,12 +43,11 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     /// connection or a relay peer. Empty if `serve_snapshots` is off, that
     /// cut is not served, or `start` is past the end. Serving never cuts
     /// or freezes anything: what is served does not depend on when it is
-    /// asked.
-    pub fn serve_snapshot(&mut self, now: Now, req: SnapshotRequest) -> Vec<SnapshotChunk> {
+    /// asked (`_now` is kept for the callers' symmetry with other calls).
+    pub fn serve_snapshot(&mut self, _now: Now, req: SnapshotRequest) -> Vec<SnapshotChunk> {
         if !self.config.serve_snapshots {
             return Vec::new();
         }
-        self.roll_cuts(now);
         let epoch = if req.epoch == Epoch(0) { self.newest_served() } else { Some(req.epoch) };
         let Some(snap) = epoch.and_then(|e| self.cuts.get(&e)).and_then(|c| c.frozen.as_ref()) else {
             return Vec::new();
