@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_crypto::keys::RelayId;
+use lamina_directory::statement::{ChainHead, Continuity, EpochStatement, StatementConflict};
 use lamina_directory::wire::{SnapshotRequest, MAX_REQUEST_CHUNKS};
 use lamina_directory::{Epoch, ExitSummary, Message, NetBlock, Seed, SnapshotAssembler, VerifiedSnapshot};
 use lamina_proto::cell::{Cell, CellCommand, CELL_LEN};
@@ -54,9 +55,55 @@ pub struct Directory {
     pub agreeing: Vec<SocketAddr>,
     /// Seeds that served another root or failed, with what went wrong.
     pub disagreeing: Vec<(SocketAddr, String)>,
+    /// The signed statements of the agreeing seeds (spec §13.7).
+    pub statements: Vec<EpochStatement>,
+    /// Proofs that a seed signed two different statements for one epoch.
+    pub conflicts: Vec<StatementConflict>,
+}
+
+/// What one seed served: its proven id, the verified snapshot and its
+/// signed statement about it (older relays send none).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The relay id the seed proved.
+    pub id: RelayId,
+    /// The snapshot.
+    pub snapshot: VerifiedSnapshot,
+    /// The seed's statement, checked: signed by `id`, same epoch, root and
+    /// count as `snapshot`.
+    pub statement: Option<EpochStatement>,
+}
+
+/// Relate a freshly accepted directory to the chain head held, logging a
+/// gap or a conflict, and return the new head (spec §13.7).
+pub fn advance_chain(head: Option<ChainHead>, directory: &Directory) -> Option<ChainHead> {
+    let Some(next) = directory.statements.first() else { return head };
+    if let Some(held) = head {
+        match held.check(next) {
+            Continuity::Extends | Continuity::Same => {}
+            Continuity::Gap => warn!(
+                held = held.epoch.0,
+                got = next.epoch.0,
+                "directory chain gap: the new epoch does not continue the held root"
+            ),
+            Continuity::Conflict => {
+                warn!(epoch = held.epoch.0, "directory chain conflict: another root for the held epoch")
+            }
+            Continuity::Older => {
+                warn!(held = held.epoch.0, got = next.epoch.0, "seeds served an epoch older than the one held")
+            }
+        }
+    }
+    Some(ChainHead { epoch: next.epoch, root: next.root })
 }
 
 impl Directory {
+    /// A directory taken on one source's word (a cache, one seed asked by
+    /// `lamina-client dir`): no vote, no statements.
+    pub fn unvoted(snapshot: VerifiedSnapshot, agreeing: Vec<SocketAddr>) -> Self {
+        Self { snapshot, agreeing, disagreeing: Vec::new(), statements: Vec::new(), conflicts: Vec::new() }
+    }
+
     /// The relays in the form path selection uses.
     pub fn relays(&self) -> Vec<RelayInfo> {
         self.snapshot
@@ -151,13 +198,18 @@ pub async fn fetch_from(
     epoch: Epoch,
     params: DirParams,
 ) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
+    fetch_signed(seed, epoch, params).await.map(|f| (f.id, f.snapshot))
+}
+
+/// As [`fetch_from`], with the seed's checked statement.
+pub async fn fetch_signed(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetched, ClientError> {
     tokio::time::timeout(params.timeout, fetch_inner(seed, epoch, params))
         .await
         .map_err(|_| ClientError::Timeout("directory fetch"))?
 }
 
 /// The fetch without its time-out.
-async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
+async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetched, ClientError> {
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
     let mut socket = TcpStream::connect(seed.addr).await?;
     socket.set_nodelay(true)?;
@@ -171,6 +223,7 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<(Rel
     let mut reassembler = Reassembler::new();
     let mut next_start: u16 = 0;
     let mut received: u16 = 0;
+    let mut statement: Option<EpochStatement> = None;
     loop {
         if received == next_start {
             let req =
@@ -192,6 +245,13 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<(Rel
             };
             let chunk = match Message::decode(&message) {
                 Ok(Message::SnapshotChunk(chunk)) => chunk,
+                Ok(Message::Statement(s)) => {
+                    if s.relay != seed_id || !s.verify() {
+                        return Err(ClientError::Directory("the statement is not signed by the seed".into()));
+                    }
+                    statement = Some(s);
+                    continue;
+                }
                 Ok(Message::Unavailable { newest }) => {
                     return Err(ClientError::Directory(format!(
                         "the seed serves no snapshot of epoch {} (newest served: {newest})",
@@ -205,10 +265,18 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<(Rel
                 let (verified, dropped) = snapshot
                     .verify_served(unix_now(), params.pow_bits)
                     .map_err(|e| ClientError::Directory(format!("snapshot does not verify: {e}")))?;
+                let served = verified.descriptors.len() + dropped.len();
                 for (index, error) in dropped {
                     warn!(index, %error, "descriptor in the snapshot does not verify here; not used");
                 }
-                return Ok((seed_id, verified));
+                if statement.is_some_and(|s| {
+                    (s.epoch, s.root, usize::try_from(s.count).ok()) != (verified.epoch, verified.root, Some(served))
+                }) {
+                    return Err(ClientError::Directory(
+                        "the seed's signed statement does not match its snapshot".into(),
+                    ));
+                }
+                return Ok(Fetched { id: seed_id, snapshot: verified, statement });
             }
         }
         if buf.capacity() - buf.len() < MAX_BATCH_CELLS * CELL_LEN {
@@ -239,12 +307,12 @@ pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Direct
         tracing::debug!(seed = %seed.addr, "seed is not pinned: its identity is not authenticated");
     }
     let mut results = fetch_all(seeds, Epoch(0), params).await;
-    let epochs: Vec<Epoch> = results.iter().filter_map(|r| r.outcome.as_ref().ok().map(|(_, s)| s.epoch)).collect();
+    let epochs: Vec<Epoch> = results.iter().filter_map(|r| r.outcome.as_ref().ok().map(|f| f.snapshot.epoch)).collect();
     if let (Some(lo), Some(hi)) = (epochs.iter().min().copied(), epochs.iter().max().copied()) {
         if lo != hi {
             let newer: Vec<Seed> = results
                 .iter()
-                .filter(|r| r.outcome.as_ref().is_ok_and(|(_, s)| s.epoch != lo))
+                .filter(|r| r.outcome.as_ref().is_ok_and(|f| f.snapshot.epoch != lo))
                 .map(|r| r.seed)
                 .collect();
             let again = fetch_all(&newer, lo, params).await;
@@ -260,7 +328,7 @@ pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Direct
 
 /// Fetch `epoch` from every seed concurrently.
 async fn fetch_all(seeds: &[Seed], epoch: Epoch, params: DirParams) -> Vec<SeedAnswer> {
-    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_from(*seed, epoch, params))).collect();
+    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_signed(*seed, epoch, params))).collect();
     let mut results = Vec::with_capacity(seeds.len());
     for (seed, task) in seeds.iter().zip(fetches) {
         let outcome = match task.await {
@@ -277,7 +345,7 @@ struct SeedAnswer {
     /// The seed asked.
     seed: Seed,
     /// What it served.
-    outcome: Result<(RelayId, VerifiedSnapshot), String>,
+    outcome: Result<Fetched, String>,
 }
 
 /// Who casts a seed's vote: the relay it proved (or is pinned to), else
@@ -290,29 +358,53 @@ enum Voter {
     Addr(SocketAddr),
 }
 
+/// Proofs that a relay signed two different statements for one epoch,
+/// among the answers (the same relay reached at several addresses).
+fn statement_conflicts(results: &[SeedAnswer]) -> Vec<StatementConflict> {
+    let statements: Vec<EpochStatement> =
+        results.iter().filter_map(|r| r.outcome.as_ref().ok().and_then(|f| f.statement)).collect();
+    let mut out = Vec::new();
+    for (i, a) in statements.iter().enumerate() {
+        for b in statements.iter().skip(i + 1) {
+            if let Some(proof) = StatementConflict::of(a, b) {
+                warn!(relay = %a.relay.to_hex(), epoch = a.epoch.0, "a seed signed two different statements for one epoch: proof kept, its votes ignored");
+                out.push(proof);
+            }
+        }
+    }
+    out
+}
+
+/// One counted vote: the relay, the address it answered at, its statement.
+type Vote = (RelayId, SocketAddr, Option<EpochStatement>);
+
 /// The majority rule over the seeds' answers: one vote per relay id and
-/// per /16 for a root, a strict majority of the distinct seeds asked.
+/// per /16 for a root, a strict majority of the distinct seeds asked; a
+/// relay proven to have signed two statements for one epoch has no vote.
 fn decide(results: Vec<SeedAnswer>) -> Result<Directory, ClientError> {
+    let conflicts = statement_conflicts(&results);
+    let liars: Vec<RelayId> = conflicts.iter().map(|c| c.first.relay).collect();
     let mut voters: Vec<Voter> = Vec::new();
-    let mut votes: HashMap<[u8; 32], Vec<(RelayId, SocketAddr)>> = HashMap::new();
+    let mut votes: HashMap<[u8; 32], Vec<Vote>> = HashMap::new();
     let mut snapshots: HashMap<[u8; 32], VerifiedSnapshot> = HashMap::new();
     let mut failed = Vec::new();
     for SeedAnswer { seed, outcome } in &results {
         let voter = match outcome {
-            Ok((id, _)) => Voter::Relay(*id),
+            Ok(f) => Voter::Relay(f.id),
             Err(_) => seed.id.map_or(Voter::Addr(seed.addr), Voter::Relay),
         };
         if !voters.contains(&voter) {
             voters.push(voter);
         }
         match outcome {
-            Ok((id, snap)) => {
-                let list = votes.entry(snap.root).or_default();
+            Ok(f) if liars.contains(&f.id) => failed.push((seed.addr, "signed two statements for one epoch".into())),
+            Ok(f) => {
+                let list = votes.entry(f.snapshot.root).or_default();
                 let block = NetBlock::of(&seed.addr);
-                if list.iter().all(|(other, addr)| other != id && NetBlock::of(addr) != block) {
-                    list.push((*id, seed.addr));
+                if list.iter().all(|(other, addr, _)| *other != f.id && NetBlock::of(addr) != block) {
+                    list.push((f.id, seed.addr, f.statement));
                 }
-                snapshots.entry(snap.root).or_insert_with(|| snap.clone());
+                snapshots.entry(f.snapshot.root).or_insert_with(|| f.snapshot.clone());
             }
             Err(e) => failed.push((seed.addr, e.clone())),
         }
@@ -331,10 +423,11 @@ fn decide(results: Vec<SeedAnswer>) -> Result<Directory, ClientError> {
     }
     let mut disagreeing = failed;
     for SeedAnswer { seed, outcome } in &results {
-        if let Ok((_, snap)) = outcome {
-            if snap.root != root {
-                warn!(seed = %seed.addr, root = %hex(&snap.root), accepted = %hex(&root), "seed served a different directory");
-                disagreeing.push((seed.addr, format!("root {}", hex(&snap.root))));
+        if let Ok(f) = outcome {
+            if f.snapshot.root != root && !liars.contains(&f.id) {
+                let other = hex(&f.snapshot.root);
+                warn!(seed = %seed.addr, root = %other, accepted = %hex(&root), "seed served a different directory");
+                disagreeing.push((seed.addr, format!("root {other}")));
             }
         }
     }
@@ -343,7 +436,13 @@ fn decide(results: Vec<SeedAnswer>) -> Result<Directory, ClientError> {
     }
     let snapshot = snapshots.remove(&root).ok_or(ClientError::Internal("accepted root without snapshot"))?;
     info!(relays = snapshot.descriptors.len(), root = %hex(&root), seeds = agreeing.len(), "directory accepted");
-    Ok(Directory { snapshot, agreeing: agreeing.iter().map(|(_, a)| *a).collect(), disagreeing })
+    Ok(Directory {
+        snapshot,
+        agreeing: agreeing.iter().map(|(_, a, _)| *a).collect(),
+        disagreeing,
+        statements: agreeing.iter().filter_map(|(_, _, s)| *s).collect(),
+        conflicts,
+    })
 }
 
 /// Lower-case hex.
@@ -357,8 +456,39 @@ mod tests {
 
     /// An answer from `addr` proving relay `id`, serving `root`.
     fn answer(id: u8, addr: &str, root: u8) -> SeedAnswer {
-        let snap = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
-        SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok((RelayId([id; 32]), snap)) }
+        let snapshot = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
+        let fetched = Fetched { id: RelayId([id; 32]), snapshot, statement: None };
+        SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok(fetched) }
+    }
+
+    /// An answer signed by the relay of secret `seed`.
+    fn signed_answer(seed: u8, addr: &str, root: u8) -> SeedAnswer {
+        let identity = lamina_crypto::keys::IdentityKeypair::from_secret_bytes(&[seed; 32]);
+        let snapshot = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
+        let statement = EpochStatement::sign(&identity, Epoch(1), [root; 32], 0, [0; 32]);
+        let fetched = Fetched { id: identity.relay_id(), snapshot, statement: Some(statement) };
+        SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok(fetched) }
+    }
+
+    /// A relay reached at two addresses that signs two statements for one
+    /// epoch is caught: the proof is kept, its votes ignored, and the
+    /// honest seeds' root wins.
+    #[test]
+    fn a_seed_signing_two_statements_is_proven_and_ignored() {
+        let answers = vec![
+            signed_answer(9, "127.9.0.1:1", 5),
+            signed_answer(9, "127.10.0.1:1", 6),
+            signed_answer(1, "127.1.0.1:1", 6),
+            signed_answer(2, "127.2.0.1:1", 6),
+        ];
+        let d = decide(answers).unwrap();
+        assert_eq!(d.snapshot.root, [6; 32]);
+        assert_eq!(d.agreeing.len(), 2, "the liar's matching answer is not a vote");
+        assert_eq!(d.conflicts.len(), 1);
+        assert!(d.conflicts[0].is_valid());
+        assert_eq!(d.statements.len(), 2);
+        let head = advance_chain(None, &d).unwrap();
+        assert_eq!((head.epoch, head.root), (Epoch(1), [6; 32]));
     }
 
     /// Two seeds with one relay id are one vote: with a third seed that

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lamina_client::dir::{
-    bootstrap_seeds, fetch_from, hex, load_cache, save_cache, warn_if_stale, DirParams, Directory,
+    advance_chain, bootstrap_seeds, fetch_from, hex, load_cache, save_cache, warn_if_stale, DirParams, Directory,
 };
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
+use lamina_directory::statement::ChainHead;
 use lamina_directory::{Epoch, Seed};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -173,7 +174,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
                 Some(Ok(snapshot)) => {
                     warn!("{e:#}; using the cached directory (verified again)");
                     warn_if_stale(snapshot.epoch, epoch_secs, unix_now());
-                    Directory { snapshot, agreeing: Vec::new(), disagreeing: Vec::new() }
+                    Directory::unvoted(snapshot, Vec::new())
                 }
                 _ => return Err(e),
             }
@@ -200,8 +201,8 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serve = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, stopped));
-    let held = directory.snapshot.epoch;
-    let refresher = tokio::spawn(refresh(client.clone(), seeds, params, (held, epoch_secs), data_dir.clone()));
+    let held = (directory.snapshot.epoch, epoch_secs, advance_chain(None, &directory));
+    let refresher = tokio::spawn(refresh(client.clone(), seeds, params, held, data_dir.clone()));
     tokio::signal::ctrl_c().await?;
     info!("shutting down");
     let _ = stop.send(true);
@@ -213,11 +214,18 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 /// Re-fetch the directory once per epoch at a random point of the first
 /// half of the epoch (so clients do not all ask at the boundary), retrying
 /// with back-off on failure, and cache it (spec §13.5).
-/// `held` is the epoch of the directory in use and the epoch length; the
-/// client says when the directory it runs on has gone stale.
-async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, held: (Epoch, u64), cache: Option<PathBuf>) {
+/// `held` is the epoch of the directory in use, the epoch length and the
+/// chain head accepted; the client says when the directory it runs on has
+/// gone stale, and when a new one does not continue the chain.
+async fn refresh(
+    client: Client,
+    seeds: Vec<Seed>,
+    params: DirParams,
+    held: (Epoch, u64, Option<ChainHead>),
+    cache: Option<PathBuf>,
+) {
     use rand_core::RngCore;
-    let (mut held, epoch_secs) = (held.0, held.1.max(1));
+    let (mut held, epoch_secs, mut head) = (held.0, held.1.max(1), held.2);
     loop {
         let now = unix_now();
         let settle = (epoch_secs / 60).clamp(1, 30);
@@ -230,6 +238,7 @@ async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, held: (Epo
                 Ok(directory) => {
                     client.set_relays(directory.relays());
                     held = directory.snapshot.epoch;
+                    head = advance_chain(head, &directory);
                     if let Some(dir) = &cache {
                         let _ = save_cache(dir, &directory.snapshot);
                     }
@@ -274,7 +283,7 @@ async fn dir(args: DirArgs) -> anyhow::Result<()> {
     }
     let epoch = Epoch(args.epoch.unwrap_or(0));
     let (_, snapshot) = fetch_from(args.seed, epoch, params).await.with_context(|| format!("seed {}", args.seed))?;
-    let directory = Directory { snapshot, agreeing: vec![args.seed.addr], disagreeing: Vec::new() };
+    let directory = Directory::unvoted(snapshot, vec![args.seed.addr]);
     let relays = directory.relays();
     let root = hex(&directory.snapshot.root);
     if args.json {

@@ -129,6 +129,19 @@ pub enum Event {
     /// Sign a fresh descriptor (higher sequence, new validity window) and
     /// hand it to `publish_own`. Repeats every minute until done.
     RepublishDue,
+    /// A cut was frozen: sign an [`crate::statement::EpochStatement`] with
+    /// these fields and hand it to [`GossipEngine::set_statement`]
+    /// (spec §13.7).
+    SignStatement {
+        /// The epoch frozen.
+        epoch: Epoch,
+        /// Its root.
+        root: [u8; 32],
+        /// Its number of descriptors.
+        count: u32,
+        /// The root served for the epoch before (zeros if none).
+        previous_root: [u8; 32],
+    },
 }
 
 /// What [`GossipEngine::import`] did.
@@ -460,6 +473,8 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             Message::SnapshotRequest(req) => self.handle_snapshot_request(now, from, req),
             Message::SnapshotChunk(chunk) => self.handle_snapshot_chunk(now, from, chunk),
             Message::InSync(sync) => self.handle_in_sync(now, from, sync),
+            // Statements are checked by clients; relays do not gossip them yet.
+            Message::Statement(_) => {}
             Message::Unavailable { .. } => {
                 if self.snapshot_fetch.as_ref().is_some_and(|f| f.peer == from) {
                     self.snapshot_fetch = None;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gossip;
 pub mod seed;
 pub mod snapshot;
+pub mod statement;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -22,6 +22,8 @@
 //!                      | n x (len u16 (<= 1024) | descriptor)
 //! 0x08 InSync          scope u64 | root [32]
 //! 0x09 Unavailable     newest u64 (0: no snapshot served yet)
+//! 0x0a Statement       epoch statement [172] (crate::statement), sent
+//!                      before the first chunk of a served snapshot
 //! ```
 //!
 //! `scope` names the set an anti-entropy exchange reconciles: [`LIVE`]
@@ -43,6 +45,7 @@ use lamina_proto::codec::{DecodeError, Encode, EncodeError, Reader, Writer};
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN};
 use crate::error::WireError;
 use crate::snapshot::Epoch;
+use crate::statement::{EpochStatement, STATEMENT_LEN};
 use crate::store::merkle::{BucketHash, BUCKETS, BUCKET_HASH_LEN};
 use crate::verify::Unverified;
 
@@ -77,6 +80,8 @@ const T_SNAPSHOT_CHUNK: u8 = 0x07;
 const T_IN_SYNC: u8 = 0x08;
 /// Type byte of [`Message::Unavailable`].
 const T_UNAVAILABLE: u8 = 0x09;
+/// Type byte of [`Message::Statement`].
+const T_STATEMENT: u8 = 0x0a;
 /// Length of an encoded digest entry.
 const ENTRY_LEN: usize = KEY_LEN + 8 + 32;
 
@@ -108,6 +113,8 @@ pub enum Message {
         /// The newest epoch served, 0 if none.
         newest: u64,
     },
+    /// The serving relay's signed statement about the snapshot that follows.
+    Statement(EpochStatement),
 }
 
 /// `InSync`: the answer to a cut `DigestRequest` whose root matched.
@@ -239,6 +246,10 @@ impl Message {
                 root: r.array::<32>().map_err(wire_err)?,
             }),
             T_UNAVAILABLE => Self::Unavailable { newest: r.u64().map_err(wire_err)? },
+            T_STATEMENT => {
+                let bytes = r.bytes(STATEMENT_LEN).map_err(wire_err)?;
+                Self::Statement(EpochStatement::decode(bytes)?)
+            }
             other => return Err(WireError::UnknownType(other)),
         };
         if r.remaining() != 0 {
@@ -268,6 +279,7 @@ impl Message {
             Self::SnapshotChunk(c) => 8 + 32 + 2 + 2 + 1 + descs(&c.descriptors),
             Self::InSync(_) => 8 + 32,
             Self::Unavailable { .. } => 8,
+            Self::Statement(_) => STATEMENT_LEN,
         }
     }
 
@@ -283,6 +295,7 @@ impl Message {
             Self::SnapshotChunk(_) => "snapshot-chunk",
             Self::InSync(_) => "in-sync",
             Self::Unavailable { .. } => "unavailable",
+            Self::Statement(_) => "statement",
         }
     }
 }
@@ -345,6 +358,10 @@ impl Encode for Message {
             Self::Unavailable { newest } => {
                 w.put_u8(T_UNAVAILABLE);
                 w.put_u64(*newest);
+            }
+            Self::Statement(s) => {
+                w.put_u8(T_STATEMENT);
+                w.put_bytes(&s.encode());
             }
         }
         Ok(())

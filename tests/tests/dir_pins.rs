@@ -1,11 +1,12 @@
 //! Pinned seeds and the client's vote rule on real sockets (spec §13.4):
 //! a seed that proves its pinned id is accepted, one that proves another is
-//! refused and named; a client with three seeds, one mis-pinned, ends on
-//! the honest root and reports the refused seed.
+//! refused and named; a served snapshot comes with the seed's signed epoch
+//! statement; a client with three seeds, one mis-pinned, ends on the honest
+//! root and reports the refused seed.
 
 use std::time::Duration;
 
-use lamina_client::dir::{bootstrap_seeds, fetch_from, DirParams};
+use lamina_client::dir::{bootstrap_seeds, fetch_from, fetch_signed, DirParams};
 use lamina_crypto::keys::RelayId;
 use lamina_directory::{Epoch, Seed};
 use lamina_tests::{TestNet, TESTNET_POW_BITS};
@@ -16,9 +17,14 @@ async fn pinned_seeds_are_checked() {
     let params = DirParams { pow_bits: TESTNET_POW_BITS, timeout: Duration::from_secs(5) };
     let r0 = &net.relays[0];
     let right = Seed { id: Some(r0.relay_id()), addr: r0.addr };
-    let (id, snap) = fetch_from(right, Epoch(0), params).await.expect("the right pin is accepted");
-    assert_eq!(id, r0.relay_id());
-    assert_eq!(snap.descriptors.len(), 4);
+    let fetched = fetch_signed(right, Epoch(0), params).await.expect("the right pin is accepted");
+    assert_eq!(fetched.id, r0.relay_id());
+    assert_eq!(fetched.snapshot.descriptors.len(), 4);
+    // The seed signed what it served (spec §13.7); the client checked it.
+    let statement = fetched.statement.expect("a signed epoch statement");
+    assert!(statement.verify());
+    assert_eq!(statement.relay, r0.relay_id());
+    assert_eq!((statement.epoch, statement.root, statement.count), (fetched.snapshot.epoch, fetched.snapshot.root, 4));
 
     let wrong = Seed { id: Some(RelayId([0x42; 32])), addr: r0.addr };
     let err = fetch_from(wrong, Epoch(0), params).await.expect_err("a wrong pin is refused");

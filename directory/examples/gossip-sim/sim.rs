@@ -425,6 +425,8 @@ impl Sim {
                     self.nodes[j].engine.remove_peer(&me);
                 }
             }
+            // Simulated relays serve no snapshots, so never freeze a cut.
+            Event::SignStatement { .. } => {}
             Event::RepublishDue => {
                 if let Ok(bytes) = self.next_descriptor(i) {
                     let now = self.now();

@@ -29,10 +29,11 @@ use rand_core::{CryptoRng, RngCore};
 use lamina_crypto::keys::RelayId;
 
 use super::serve::ServedSnapshot;
-use super::{uniform, GossipEngine, Now, PeerId};
+use super::{uniform, Event, GossipEngine, Now, PeerId};
 use crate::cut::CutRule;
 use crate::descriptor::Descriptor;
 use crate::snapshot::Epoch;
+use crate::statement::EpochStatement;
 use crate::store::{EquivocationProof, InsertOutcome, Precheck, Store};
 use crate::verify::{Unverified, Verified};
 use crate::wire::{DigestRequest, Message, LIVE};
@@ -45,6 +46,8 @@ pub(crate) struct Cut {
     pub(crate) set: Store,
     /// The snapshot served, once frozen.
     pub(crate) frozen: Option<ServedSnapshot>,
+    /// Our signed statement about it, once the driver signed it.
+    pub(crate) statement: Option<EpochStatement>,
 }
 
 /// The held cuts by epoch.
@@ -91,7 +94,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                     let _ = set.insert(d.clone());
                 }
             }
-            self.cuts.insert(e, Cut { set, frozen: None });
+            self.cuts.insert(e, Cut { set, frozen: None, statement: None });
         }
         let keep_from = Epoch(cur.0.saturating_sub(1));
         self.cuts.retain(|e, c| *e >= keep_from && (*e >= cur || c.frozen.is_some()));
@@ -112,9 +115,31 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             return;
         }
         let root = cut.set.merkle_root();
-        let descriptors = cut.set.iter().map(Verified::to_unverified).collect();
+        let descriptors: Vec<Unverified<Descriptor>> = cut.set.iter().map(Verified::to_unverified).collect();
+        let count = u32::try_from(descriptors.len()).unwrap_or(u32::MAX);
         cut.frozen = Some(ServedSnapshot { epoch, root, descriptors });
         self.stats.cuts_frozen += 1;
+        let previous_root =
+            self.cuts.range(..epoch).next_back().and_then(|(_, c)| c.frozen.as_ref()).map_or([0; 32], |s| s.root);
+        self.emit(Event::SignStatement { epoch, root, count, previous_root });
+    }
+
+    /// Our signed statement for a frozen cut (from [`Event::SignStatement`]).
+    /// Ignored unless it is ours and matches the frozen cut.
+    pub fn set_statement(&mut self, statement: EpochStatement) {
+        let own = self.own;
+        let Some(cut) = self.cuts.get_mut(&statement.epoch) else { return };
+        let matches = cut.frozen.as_ref().is_some_and(|s| {
+            s.root == statement.root && u32::try_from(s.descriptors.len()).ok() == Some(statement.count)
+        });
+        if matches && statement.relay == own && statement.verify() {
+            cut.statement = Some(statement);
+        }
+    }
+
+    /// Our statement for the frozen cut of `epoch`, if signed.
+    pub fn statement(&self, epoch: Epoch) -> Option<EpochStatement> {
+        self.cuts.get(&epoch).and_then(|c| c.statement)
     }
 
     /// An exchange over the cut of `scope` found both sides equal.

@@ -38,6 +38,7 @@ fn samples() -> Vec<Message> {
         Message::SnapshotRequest(SnapshotRequest { start: 3, max_chunks: 16, epoch: Epoch(9) }),
         Message::InSync(InSync { epoch: Epoch(4), root: [5; 32] }),
         Message::Unavailable { newest: 3 },
+        Message::Statement(EpochStatement::sign(&crate::testing::identity(1), Epoch(5), [1; 32], 2, [3; 32])),
         Message::SnapshotChunk(SnapshotChunk {
             epoch: Epoch(5),
             root: [1; 32],

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lamina_crypto::keys::RelayId;
+use lamina_directory::statement::EpochStatement;
 use lamina_directory::wire::SnapshotRequest;
 use lamina_directory::{
     ConnectPurpose, Descriptor, DescriptorFields, Direction, Event, ExitSummary, GossipConfig, GossipEngine, Message,
@@ -300,10 +301,15 @@ impl DirectoryTask {
         let mut cells = Vec::new();
         let chunks = self.engine.serve_snapshot(now, req);
         let newest = self.engine.newest_served().map_or(0, |e| e.0);
+        let statement = chunks.first().filter(|c| c.index == 0).and_then(|c| self.engine.statement(c.epoch));
         let messages: Vec<Message> = if chunks.is_empty() {
             vec![Message::Unavailable { newest }]
         } else {
-            chunks.into_iter().map(Message::SnapshotChunk).collect()
+            statement
+                .map(Message::Statement)
+                .into_iter()
+                .chain(chunks.into_iter().map(Message::SnapshotChunk))
+                .collect()
         };
         for message in messages {
             if let Some(c) = message.to_vec().ok().as_deref().and_then(fragment) {
@@ -340,6 +346,11 @@ impl DirectoryTask {
                     if let Err(e) = self.publish_own() {
                         warn!("{e}");
                     }
+                }
+                Event::SignStatement { epoch, root, count, previous_root } => {
+                    let statement = EpochStatement::sign(&self.ctx.keys.identity, epoch, root, count, previous_root);
+                    self.engine.set_statement(statement);
+                    debug!(epoch = epoch.0, count, "cut frozen and signed");
                 }
             }
         }
