@@ -1,14 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod descriptor;
 pub mod error;
+pub mod flags;
 pub mod gossip;
+pub mod measure;
+pub mod quota;
 pub mod snapshot;
 pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod verify;
+pub mod weights;
 pub mod wire;
 
 pub use descriptor::{Descriptor, DescriptorFields, DescriptorHash, ExitSummary, PortRange, PowNonce};
