@@ -443,8 +443,7 @@ impl ProbeScheduler {
         }
         let interval = self.params.probe_interval_s;
         let due = |t: &Target| {
-            !t.in_flight
-                && t.last_attempt.is_none_or(|last| now >= last.saturating_add(interval << t.failures.min(4)))
+            !t.in_flight && t.last_attempt.is_none_or(|last| now >= last.saturating_add(interval << t.failures.min(4)))
         };
         let never: Vec<RelayId> =
             self.targets.iter().filter(|(_, t)| due(t) && t.last_attempt.is_none()).map(|(id, _)| *id).collect();

@@ -12,6 +12,12 @@
 //!   Running relays, `wfu_guarantee_ppm`), and bandwidth ≥ min(the median
 //!   of Running relays, `guard_bw_guarantee_kbps`).
 //!
+//! Unlike dir-spec, every quantile is *weighted by measured bandwidth*
+//! ([`weighted_quantile`]): with count-based medians, a thousand
+//! low-capacity identities pull the bandwidth median down to their own
+//! level (and the uptime and run medians up), so all of them earn Guard
+//! and honest relays lose it — the Sybil experiment showed exactly that.
+//!
 //! Inputs are the agreed cuts (the same for every client) and the measured
 //! weights ([`crate::measure`]); claims never enter, so every client
 //! derives the same flags.
@@ -220,14 +226,26 @@ pub struct FlagInput {
     pub bandwidth_kbps: u64,
 }
 
-/// The value at quantile `num/den` of `v` (sorted here); 0 when empty.
-fn quantile(v: &mut [u64], num: usize, den: usize) -> u64 {
-    if v.is_empty() || den == 0 {
+/// The bandwidth-weighted quantile `num/den` of `(value, weight)` pairs
+/// (sorted here): the smallest value whose cumulative weight reaches
+/// `num/den` of the total. Weighting by measured bandwidth makes the
+/// thresholds Sybil-robust: many identities without capacity cannot drag
+/// a median down (or up). 0 when the total weight is 0.
+pub fn weighted_quantile(v: &mut [(u64, u64)], num: u64, den: u64) -> u64 {
+    v.sort_unstable();
+    let total: u128 = v.iter().map(|(_, w)| u128::from(*w)).sum();
+    if total == 0 || den == 0 {
         return 0;
     }
-    v.sort_unstable();
-    let i = ((v.len() - 1) * num / den).min(v.len() - 1);
-    v[i]
+    let target = (total * u128::from(num)).div_ceil(u128::from(den)).max(1);
+    let mut acc = 0u128;
+    for (value, w) in v.iter() {
+        acc += u128::from(*w);
+        if acc >= target {
+            return *value;
+        }
+    }
+    v.last().map_or(0, |(value, _)| *value)
 }
 
 /// The flags of every input at `epoch` (aligned with `inputs`), from the
@@ -238,14 +256,17 @@ pub fn compute_flags(inputs: &[FlagInput], history: &History, epoch: u64, params
     let age_s = |id: &RelayId| history.record(id).map_or(0, |r| epoch.saturating_sub(r.first_epoch) * epoch_s);
     let wfu = |id: &RelayId| history.record(id).map_or(0, RelayRecord::wfu_ppm);
     let running: Vec<&FlagInput> = inputs.iter().filter(|i| i.running).collect();
-    let mut bws: Vec<u64> = running.iter().map(|i| i.bandwidth_kbps).collect();
-    let fast_thr = quantile(&mut bws, 1, 8).min(params.fast_guarantee_kbps);
-    let guard_bw_thr = quantile(&mut bws, 1, 2).min(params.guard_bw_guarantee_kbps);
-    let mut runs: Vec<u64> = running.iter().map(|i| run_s(&i.id)).collect();
-    let stable_thr = quantile(&mut runs, 1, 2).min(params.stable_guarantee_s);
-    let mut wfus: Vec<u64> =
-        running.iter().filter(|i| age_s(&i.id) >= params.familiar_s).map(|i| u64::from(wfu(&i.id))).collect();
-    let wfu_thr = quantile(&mut wfus, 1, 2).min(u64::from(params.wfu_guarantee_ppm));
+    let mut bws: Vec<(u64, u64)> = running.iter().map(|i| (i.bandwidth_kbps, i.bandwidth_kbps)).collect();
+    let fast_thr = weighted_quantile(&mut bws, 1, 8).min(params.fast_guarantee_kbps);
+    let guard_bw_thr = weighted_quantile(&mut bws, 1, 2).min(params.guard_bw_guarantee_kbps);
+    let mut runs: Vec<(u64, u64)> = running.iter().map(|i| (run_s(&i.id), i.bandwidth_kbps)).collect();
+    let stable_thr = weighted_quantile(&mut runs, 1, 2).min(params.stable_guarantee_s);
+    let mut wfus: Vec<(u64, u64)> = running
+        .iter()
+        .filter(|i| age_s(&i.id) >= params.familiar_s)
+        .map(|i| (u64::from(wfu(&i.id)), i.bandwidth_kbps))
+        .collect();
+    let wfu_thr = weighted_quantile(&mut wfus, 1, 2).min(u64::from(params.wfu_guarantee_ppm));
     inputs
         .iter()
         .map(|i| {
@@ -253,11 +274,8 @@ pub fn compute_flags(inputs: &[FlagInput], history: &History, epoch: u64, params
             let fast = running && i.bandwidth_kbps >= fast_thr && i.bandwidth_kbps > 0;
             let stable = running && run_s(&i.id) >= stable_thr;
             let familiar = age_s(&i.id) >= params.familiar_s;
-            let guard = fast
-                && stable
-                && familiar
-                && u64::from(wfu(&i.id)) >= wfu_thr
-                && i.bandwidth_kbps >= guard_bw_thr;
+            let guard =
+                fast && stable && familiar && u64::from(wfu(&i.id)) >= wfu_thr && i.bandwidth_kbps >= guard_bw_thr;
             Flags { running, stable, fast, guard }
         })
         .collect()

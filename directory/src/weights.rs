@@ -11,7 +11,10 @@
 //!    three positions at T/3 each where the flagged capacity allows, and
 //!    keep a *scarce* class for its own position: when exit capacity
 //!    E + D ≤ T/3, exits serve only as exits (Wee = Wed = 1, Wme = Wmd =
-//!    Wgd = 0); when guard capacity is scarce, guards serve only as guards.
+//!    Wgd = 0); otherwise E and D are scaled alike to T/3 at the exit
+//!    position (Wee = Wed = (T/3)/(E + D)). When guard capacity is scarce,
+//!    guards serve only as guards and D's remainder fills the guard
+//!    position.
 //!    Each relay's fractions sum to at most 1 (Wgg + Wmg = 1, Wee + Wme =
 //!    1, Wgd + Wmd + Wed = 1), so no relay is counted twice.
 //! 5. guard = base × (Wgg | Wgd) for Guard relays, exit = base × (Wee |
@@ -64,12 +67,14 @@ pub fn bandwidth_weights(g: u64, m: u64, e: u64, d: u64) -> BandwidthWeights {
     let third = (g + m + e + d) / 3;
     let s = WEIGHT_SCALE;
     // Exit position first: exit capacity is the scarcest in practice.
+    // When it is not scarce, E and D are scaled alike, so an attacker's
+    // exit share is its share of exit capacity (preferring E would hand
+    // the exit position to exit-only relays, the cheapest class to fake).
     let (wee, wed) = if e + d <= third {
         (s, if d > 0 { s } else { 0 })
-    } else if e >= third {
-        (frac(third, e), 0)
     } else {
-        (s, frac(third - e, d))
+        let f = frac(third, e + d);
+        (f, if d > 0 { f } else { 0 })
     };
     // Guard position from what exits left of D.
     let d_left = s - wed;
@@ -130,9 +135,8 @@ pub fn position_weights(relays: &[RelayWeightInput], quota: &QuotaParams) -> (Ve
         *slot = slot.saturating_add(*w);
     }
     let bw = bandwidth_weights(g, m, e, d);
-    let scale = |w: u64, f: u64| {
-        u64::try_from(u128::from(w) * u128::from(f) / u128::from(WEIGHT_SCALE)).unwrap_or(u64::MAX)
-    };
+    let scale =
+        |w: u64, f: u64| u64::try_from(u128::from(w) * u128::from(f) / u128::from(WEIGHT_SCALE)).unwrap_or(u64::MAX);
     let out = relays
         .iter()
         .zip(&base)

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! N honest relays (heavy-tailed real capacities, advertised truthfully,
-//! ages up to 30 days, 60–100% uptime, a fraction X exits, spread over B
+//! ages up to 30 days, 70% steady (10-day sessions) and 30% flaky (1-day sessions), a fraction X exits, spread over B
 //! /16s) and an attacker with A /16s × I identities (four per IP), each
 //! claiming the maximum bandwidth and an exit policy, running since the
 //! first epoch with 100% uptime, sharing a real capacity that is a

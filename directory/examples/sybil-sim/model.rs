@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use lamina_crypto::keys::{IdentityKeypair, LinkPublicKey, OnionPublicKey, RelayId};
 use lamina_directory::attest::{admit_to_cut, AttestParams, Attestation, AttestationBody, Attested};
 use lamina_directory::flags::{compute_flags, FlagInput, FlagParams, Flags, History};
-use lamina_directory::measure::{aggregate, assigned_blocks, base_weight, MeasureParams, Measured, Measurement, MeasurementBody};
+use lamina_directory::measure::{
+    aggregate, assigned_blocks, base_weight, MeasureParams, Measured, Measurement, MeasurementBody,
+};
 use lamina_directory::quota::{ip_keys, select_per_ip, Candidate, QuotaParams, Standing};
 use lamina_directory::weights::{position_weights, PositionWeights, RelayWeightInput};
 use lamina_directory::{Descriptor, DescriptorFields, ExitSummary, NetBlock, PowNonce, Verified};
@@ -80,8 +82,10 @@ struct Relay {
     exit: bool,
     /// First epoch it ran.
     start_epoch: u64,
-    /// Probability of being up in an epoch.
-    uptime: f64,
+    /// Mean up-session length (epochs).
+    up_mean: f64,
+    /// Mean down-time length (epochs).
+    down_mean: f64,
 }
 
 /// The population.
@@ -115,6 +119,9 @@ pub(crate) struct Report {
     pub(crate) circuit_share: f64,
 }
 
+/// Position weights, cut membership and flags of every relay.
+type Outcome = (Vec<PositionWeights>, Vec<bool>, Vec<Flags>);
+
 /// A uniform f64 in [0, 1).
 fn unit(rng: &mut ChaCha20Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -140,7 +147,12 @@ fn below(rng: &mut ChaCha20Rng, n: usize) -> usize {
 }
 
 /// A signed, verified descriptor.
-fn descriptor(identity: &IdentityKeypair, addr: SocketAddr, bw: u32, exit: bool) -> Result<Verified<Descriptor>, Box<dyn Error>> {
+fn descriptor(
+    identity: &IdentityKeypair,
+    addr: SocketAddr,
+    bw: u32,
+    exit: bool,
+) -> Result<Verified<Descriptor>, Box<dyn Error>> {
     let fields = DescriptorFields {
         onion_key: OnionPublicKey([0x11; 32]),
         link_key: LinkPublicKey(identity.relay_id().0),
@@ -173,9 +185,23 @@ impl World {
             let identity = IdentityKeypair::generate(&mut rng);
             let desc = descriptor(&identity, addr, kbps(capacity), exit)?;
             let start_epoch = u64::try_from(below(&mut rng, usize::try_from(EPOCHS)?))?;
-            let uptime = 0.6 + 0.4 * unit(&mut rng);
+            // 70% steady relays (10-day sessions, 2-hour outages), 30%
+            // flaky ones (1-day sessions, 12-hour outages).
+            let (up_mean, down_mean) = if unit(&mut rng) < 0.7 { (240.0, 2.0) } else { (24.0, 12.0) };
             let block = NetBlock::V4([o1, o2]);
-            relays.push(Relay { attacker: false, identity, desc, block, capacity, advertised: kbps(capacity), exit, start_epoch, uptime });
+            let advertised = kbps(capacity);
+            relays.push(Relay {
+                attacker: false,
+                identity,
+                desc,
+                block,
+                capacity,
+                advertised,
+                exit,
+                start_epoch,
+                up_mean,
+                down_mean,
+            });
         }
         let attacker_total = honest_total * c.capacity_share / (1.0 - c.capacity_share);
         let per_identity = attacker_total / (c.attacker_blocks.max(1) * c.identities.max(1)) as f64;
@@ -195,7 +221,8 @@ impl World {
                     advertised: u32::MAX,
                     exit: true,
                     start_epoch: 0,
-                    uptime: 1.0,
+                    up_mean: f64::INFINITY,
+                    down_mean: 1.0,
                 });
             }
         }
@@ -275,7 +302,7 @@ impl World {
 
     /// Today's behaviour: weight = claim everywhere, any relay a guard,
     /// every exit claim an exit.
-    fn undefended(&self) -> (Vec<PositionWeights>, Vec<bool>, Vec<Flags>) {
+    fn undefended(&self) -> Outcome {
         let weights = self
             .relays
             .iter()
@@ -290,7 +317,7 @@ impl World {
 
     /// The defended pipeline: quota, cut, measurement, history, flags,
     /// weights.
-    fn defended(&self, rng: &mut ChaCha20Rng) -> Result<(Vec<PositionWeights>, Vec<bool>, Vec<Flags>), Box<dyn Error>> {
+    fn defended(&self, rng: &mut ChaCha20Rng) -> Result<Outcome, Box<dyn Error>> {
         let quota = QuotaParams::production();
         let cands: Vec<Candidate> = self
             .relays
@@ -326,7 +353,12 @@ impl World {
             .iter()
             .zip(&base)
             .zip(&flags)
-            .map(|((x, b), f)| RelayWeightInput { block: x.block, base_weight: *b, flags: *f, exit: x.desc.exit().is_exit() })
+            .map(|((x, b), f)| RelayWeightInput {
+                block: x.block,
+                base_weight: *b,
+                flags: *f,
+                exit: x.desc.exit().is_exit(),
+            })
             .collect();
         let (weights, _) = position_weights(&wi, &quota);
         Ok((weights, in_cut, flags))
@@ -416,23 +448,26 @@ impl World {
         Ok(out)
     }
 
-    /// 30 days of agreed cuts: honest relays up with their uptime from
-    /// their start, the attacker always; the last epoch is the cut.
+    /// 30 days of agreed cuts: honest relays alternate up sessions and
+    /// outages (geometric lengths) from their start, the attacker is always
+    /// up; the last epoch is the cut.
     fn history(&self, in_cut: &[bool], rng: &mut ChaCha20Rng) -> History {
         let mut h = History::new(FlagParams::production(), 1 << 20);
+        let mut up = vec![true; self.relays.len()];
         for e in 0..EPOCHS {
+            for (x, u) in self.relays.iter().zip(up.iter_mut()) {
+                let flip = if *u { 1.0 / x.up_mean } else { 1.0 / x.down_mean };
+                if x.start_epoch < e && unit(rng) < flip {
+                    *u = !*u;
+                }
+            }
             let running: BTreeSet<RelayId> = self
                 .relays
                 .iter()
                 .zip(in_cut)
-                .filter(|(x, k)| {
-                    if e == EPOCHS - 1 {
-                        **k
-                    } else {
-                        x.start_epoch <= e && (x.attacker || unit(rng) < x.uptime)
-                    }
-                })
-                .map(|(x, _)| x.desc.id())
+                .zip(&up)
+                .filter(|((x, k), u)| if e == EPOCHS - 1 { **k } else { x.start_epoch <= e && **u })
+                .map(|((x, _), _)| x.desc.id())
                 .collect();
             h.observe(e, &running);
         }
@@ -448,7 +483,8 @@ impl World {
         let (mut both, mut built) = (0usize, 0usize);
         for _ in 0..n {
             let Some(g) = guard.pick(rng) else { break };
-            let Some(e) = (0..100).filter_map(|_| exit.pick(rng)).find(|e| self.relays[*e].block != self.relays[g].block)
+            let Some(e) =
+                (0..100).filter_map(|_| exit.pick(rng)).find(|e| self.relays[*e].block != self.relays[g].block)
             else {
                 continue;
             };

@@ -137,10 +137,24 @@ fn non_routable_refused_unless_test_network() {
     let atts = vec![attest(2, &d, 1), attest(3, &d, 1), attest(4, &d, 1)];
     assert!(!admit_to_cut(&d, &atts, 1, &AttestParams::production(), |id| blocks.get(id).copied()));
     assert!(admit_to_cut(&d, &atts, 1, &AttestParams::test_network(), |id| blocks.get(id).copied()));
-    for bad in ["10.1.2.3", "192.168.1.1", "172.16.0.1", "100.64.0.1", "169.254.1.1", "0.1.2.3", "224.0.0.1",
-        "255.255.255.255", "192.0.2.1", "::1", "fe80::1", "fc00::1", "2001:db8::1", "2002::1", "64:ff9b::1.2.3.4",
-        "::ffff:8.8.8.8"]
-    {
+    for bad in [
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "169.254.1.1",
+        "0.1.2.3",
+        "224.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "2001:db8::1",
+        "2002::1",
+        "64:ff9b::1.2.3.4",
+        "::ffff:8.8.8.8",
+    ] {
         assert!(!is_publicly_routable(bad.parse().unwrap()), "{bad}");
     }
     for good in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2a00:1450:4001::1", "2606:4700::1111"] {

@@ -93,3 +93,41 @@ fn wfu_threshold_is_median_or_guarantee() {
     assert!(flags[0].guard && flags[1].guard, "{flags:?}");
     assert!(!flags[2].guard, "{flags:?}");
 }
+
+/// Attack test for the weighted quantiles: 1,000 always-up, old identities
+/// with 10 KB/s each (9% of the capacity in all) neither earn Guard (they cannot
+/// drag the bandwidth median down to their level) nor strip the honest
+/// veterans of it (they cannot push the uptime or run medians up).
+#[test]
+fn sybil_swarm_cannot_move_the_thresholds() {
+    let p = FlagParams::production();
+    let honest: Vec<RelayId> = (1..=20u8).map(|i| identity(i).relay_id()).collect();
+    let sybils: Vec<RelayId> = (0..1_000u32)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b[31] = 0xee;
+            RelayId(b)
+        })
+        .collect();
+    let mut h = History::new(p, 10_000);
+    let familiar = p.familiar_s / p.epoch_s + 2;
+    for e in 0..familiar * 2 {
+        let mut up: BTreeSet<RelayId> = sybils.iter().copied().collect();
+        // Honest veterans: up from the start but each missed one recent
+        // epoch (97% WFU-ish, shorter current run than the sybils).
+        for (k, id) in honest.iter().enumerate() {
+            if e != familiar + u64::try_from(k).unwrap() {
+                up.insert(*id);
+            }
+        }
+        h.observe(e, &up);
+    }
+    let last = familiar * 2 - 1;
+    let mut inputs: Vec<FlagInput> =
+        honest.iter().map(|id| FlagInput { id: *id, running: true, bandwidth_kbps: 5_000 }).collect();
+    inputs.extend(sybils.iter().map(|id| FlagInput { id: *id, running: true, bandwidth_kbps: 10 }));
+    let flags = compute_flags(&inputs, &h, last, &p);
+    assert!(flags[..20].iter().all(|f| f.guard), "honest veterans keep Guard");
+    assert!(flags[20..].iter().all(|f| !f.guard), "sybils earn no Guard");
+}

@@ -8,7 +8,13 @@ use crate::testing::identity;
 
 /// A verified measurement of `subject` by relay `seed`.
 fn m(seed: u8, subject: &RelayId, epoch: u64, kbps: u32) -> Measured {
-    let body = MeasurementBody { measurer: identity(seed).relay_id(), subject: *subject, epoch, measured_kbps: kbps, observed_at: 1 };
+    let body = MeasurementBody {
+        measurer: identity(seed).relay_id(),
+        subject: *subject,
+        epoch,
+        measured_kbps: kbps,
+        observed_at: 1,
+    };
     Measurement::sign(&identity(seed), body).verify().unwrap()
 }
 
@@ -57,11 +63,13 @@ fn aggregate_resists_lying_minorities() {
     let p = MeasureParams::production();
     let s = identity(1).relay_id();
     let assigned: Vec<NetBlock> = (2..=6u8).map(|i| NetBlock::V4([40, i])).collect();
-    let mut blocks: HashMap<RelayId, NetBlock> = (2..=6u8).map(|i| (identity(i).relay_id(), NetBlock::V4([40, i]))).collect();
+    let mut blocks: HashMap<RelayId, NetBlock> =
+        (2..=6u8).map(|i| (identity(i).relay_id(), NetBlock::V4([40, i]))).collect();
     blocks.insert(identity(9).relay_id(), NetBlock::V4([99, 9]));
     let block_of = |id: &RelayId| blocks.get(id).copied();
     // Honest: 900..1000; two liars claim u32::MAX.
-    let ms = vec![m(2, &s, 10, 900), m(3, &s, 10, 950), m(4, &s, 10, 1000), m(5, &s, 10, u32::MAX), m(6, &s, 10, u32::MAX)];
+    let ms =
+        vec![m(2, &s, 10, 900), m(3, &s, 10, 950), m(4, &s, 10, 1000), m(5, &s, 10, u32::MAX), m(6, &s, 10, u32::MAX)];
     let agg = aggregate(&s, &ms, 10, &assigned, block_of, &p).unwrap();
     assert!((900..=1000).contains(&agg), "{agg}");
     // Two liars claiming 0 cannot push it below the honest range either.
@@ -69,7 +77,13 @@ fn aggregate_resists_lying_minorities() {
     let agg = aggregate(&s, &low, 10, &assigned, block_of, &p).unwrap();
     assert!((900..=1000).contains(&agg), "{agg}");
     // A majority of liars does (this is the bound, not a bug).
-    let maj = vec![m(2, &s, 10, 900), m(3, &s, 10, 950), m(4, &s, 10, u32::MAX), m(5, &s, 10, u32::MAX), m(6, &s, 10, u32::MAX)];
+    let maj = vec![
+        m(2, &s, 10, 900),
+        m(3, &s, 10, 950),
+        m(4, &s, 10, u32::MAX),
+        m(5, &s, 10, u32::MAX),
+        m(6, &s, 10, u32::MAX),
+    ];
     assert_eq!(aggregate(&s, &maj, 10, &assigned, block_of, &p), Some(u32::MAX));
     // Unassigned measurer (block 99.9) is ignored: two blocks < min 3.
     let few = vec![m(2, &s, 10, 900), m(3, &s, 10, 950), m(9, &s, 10, u32::MAX)];

@@ -32,12 +32,12 @@ fn scarce_exit_capacity_is_kept_for_exits() {
 fn plentiful_exits_are_balanced() {
     let w = bandwidth_weights(100, 100, 700, 100);
     assert!(sums_ok(&w));
-    // Exit position gets T/3 = 333 from E alone.
-    assert_eq!(w.wee, WEIGHT_SCALE * 333 / 700);
-    assert_eq!(w.wed, 0);
-    // Guards scarce: all guard-only at guard, D fills the gap.
+    // Exit position gets T/3 = 333 from E and D alike.
+    assert_eq!(w.wee, WEIGHT_SCALE * 333 / 800);
+    assert_eq!(w.wed, w.wee);
+    // Guards scarce: all guard-only at guard, D's remainder fills the gap.
     assert_eq!(w.wgg, WEIGHT_SCALE);
-    assert!(w.wgd > 0);
+    assert_eq!(w.wgd, WEIGHT_SCALE - w.wed);
     let w = bandwidth_weights(0, 0, 0, 0);
     assert!(w.wgg <= WEIGHT_SCALE && w.wee <= WEIGHT_SCALE);
 }
