@@ -222,3 +222,30 @@ fn block_share_cap() {
     cap_block_shares(&mut few, &[b(1), b(2)], 50_000);
     assert_eq!(few, vec![10, 1_000]);
 }
+
+/// Squatting attack: identities from two /16s (four per IP) flood the
+/// store; the per-block limit holds them to 2 × 256 entries, and honest
+/// relays from other blocks still get in.
+#[test]
+fn squatting_from_few_blocks_is_bounded() {
+    let mut s = store(1_000);
+    let sign = |n: u32, addr: SocketAddr| {
+        let mut seed = [9u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let mut f = fields(1);
+        f.addresses = vec![addr];
+        signed(&lamina_crypto::keys::IdentityKeypair::from_secret_bytes(&seed), f).verify(T0, TEST_DIFFICULTY).unwrap()
+    };
+    for n in 0..800u32 {
+        let block = u8::try_from(n % 2).unwrap();
+        let host = u8::try_from(n / 8).unwrap();
+        let port = u16::try_from(n % 8).unwrap() + 1;
+        s.insert(sign(n, SocketAddr::from(([198, 18 + block, 1, host], port))));
+    }
+    assert_eq!(s.len(), 2 * DEFAULT_MAX_PER_BLOCK);
+    for n in 0..100u32 {
+        let b = u8::try_from(n).unwrap();
+        assert_eq!(s.insert(sign(10_000 + n, SocketAddr::from(([203, b, 0, 1], 443)))), InsertOutcome::Inserted);
+    }
+    assert_eq!(s.len(), 2 * DEFAULT_MAX_PER_BLOCK + 100);
+}
