@@ -1,4 +1,4 @@
-//! Reachability attestations (spec §13.2).
+//! Reachability attestations (spec §14.2).
 //!
 //! A relay that connected to another relay's advertised address and
 //! completed the link handshake against the link key of its descriptor
@@ -79,7 +79,7 @@ pub enum EvidenceError {
     BadSignature,
 }
 
-/// Attestation rules (network parameters, spec §13.2).
+/// Attestation rules (network parameters, spec §14.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttestParams {
     /// Attestations from this many distinct blocks admit a descriptor.
@@ -340,7 +340,7 @@ pub fn attesting_blocks(
     counted.len()
 }
 
-/// The cut rule (spec §13.2): `d` enters the cut of `epoch` only if every
+/// The cut rule (spec §14.2): `d` enters the cut of `epoch` only if every
 /// address it lists is allowed and at least `k` distinct blocks attest it.
 pub fn admit_to_cut(
     d: &Descriptor,

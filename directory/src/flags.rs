@@ -1,8 +1,8 @@
-//! Flags from evidence (spec §13.4): Running, Stable, Fast and Guard,
+//! Flags from evidence (spec §14.4): Running, Stable, Fast and Guard,
 //! computed deterministically from the agreed history of epoch cuts and
 //! the measured bandwidth, after Tor's dir-spec §3.4.2 rules.
 //!
-//! - **Running**: in this epoch's cut (attested reachable, spec §13.2).
+//! - **Running**: in this epoch's cut (attested reachable, spec §14.2).
 //! - **Fast**: Running and bandwidth ≥ min(the 1/8 quantile of Running
 //!   relays' bandwidth, `fast_guarantee_kbps`): the top 7/8 or fast enough.
 //! - **Stable**: Running and its current run (consecutive epochs in the
@@ -28,7 +28,7 @@ use lamina_crypto::keys::RelayId;
 
 use crate::quota::PPM;
 
-/// Flag thresholds (network parameters, spec §13.4).
+/// Flag thresholds (network parameters, spec §14.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlagParams {
     /// Epoch length (seconds): converts epochs to time.

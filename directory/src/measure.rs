@@ -1,4 +1,4 @@
-//! Measured bandwidth (spec §13.3): bounded active probes by peer relays,
+//! Measured bandwidth (spec §14.3): bounded active probes by peer relays,
 //! signed, aggregated robustly, and the weight formula.
 //!
 //! Design (after FlashFlow, Traudt, Jansen and Johnson 2021, with peer
@@ -60,7 +60,7 @@ pub const MEASUREMENT_LEN: usize = 149;
 /// Signature context of measurements.
 pub const MEASUREMENT_SIG_CONTEXT: &[u8] = b"lamina-measurement-v1";
 
-/// Measurement rules (network parameters, spec §13.3).
+/// Measurement rules (network parameters, spec §14.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeasureParams {
     /// Blocks assigned to measure each relay.
@@ -265,7 +265,7 @@ pub fn low_median(v: &mut [u32]) -> Option<u32> {
 }
 
 /// The robust aggregate of `measurements` about `subject` at `epoch`
-/// (spec §13.3): only measurements from measurers whose block
+/// (spec §14.3): only measurements from measurers whose block
 /// (`block_of`) is in `assigned`, at most `max_age_epochs` old; the newest
 /// epoch per measurer; one low-median value per block; the low median over
 /// blocks. `None` (unmeasured) when fewer than `min_blocks` blocks report.

@@ -1,4 +1,4 @@
-//! Sybil quotas (spec §13.1): how many relay identities one IP address may
+//! Sybil quotas (spec §14.1): how many relay identities one IP address may
 //! hold, how many one network block may hold in the store, what share of
 //! the total weight one block may carry, and the deterministic ranking that
 //! decides who stays when a limit is reached.
@@ -37,7 +37,7 @@ pub const DEFAULT_MAX_BLOCK_SHARE_PPM: u32 = 50_000;
 /// One million: the denominator of parts-per-million shares.
 pub const PPM: u32 = 1_000_000;
 
-/// The quota parameters (network parameters, spec §13.1).
+/// The quota parameters (network parameters, spec §14.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaParams {
     /// Most relay identities listing one IP key.
@@ -212,7 +212,7 @@ pub fn cap_block_shares(weights: &mut [u64], blocks: &[NetBlock], max_share_ppm:
     }
 }
 
-/// The store's admission book-keeping (spec §13.1): standing per held
+/// The store's admission book-keeping (spec §14.1): standing per held
 /// relay, holders per IP key and per block, and a global ranking for
 /// eviction when the store is full. Kept in step by [`crate::store::Store`].
 #[derive(Debug, Default)]

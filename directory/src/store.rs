@@ -8,7 +8,7 @@
 //! - the same sequence with different bytes is *equivocation*: the relay
 //!   signed two versions of one descriptor, so its descriptor is removed and
 //!   its id is banned (remembered in a bounded set);
-//! - admission quotas (spec §13.1, [`crate::quota`]): at most
+//! - admission quotas (spec §14.1, [`crate::quota`]): at most
 //!   `max_per_ip` relays per IP address and `max_per_block` per /16; when a
 //!   quota or the capacity is reached, the lowest-ranked relay (least
 //!   evidence, then newest, then largest id) is evicted if the newcomer
@@ -51,7 +51,7 @@ pub struct StoreConfig {
     pub capacity: usize,
     /// Most banned identities remembered (oldest forgotten first).
     pub banned_capacity: usize,
-    /// Per-IP and per-block admission quotas (spec §13.1).
+    /// Per-IP and per-block admission quotas (spec §14.1).
     pub quota: QuotaParams,
 }
 
@@ -88,7 +88,7 @@ pub enum InsertOutcome {
     /// The relay is banned: nothing changed.
     Banned,
     /// The store is full, or an IP or block quota is taken, by relays
-    /// that rank above this one (spec §13.1): refused.
+    /// that rank above this one (spec §14.1): refused.
     Full,
 }
 
@@ -151,7 +151,7 @@ pub struct Store {
     digest_root: Option<[u8; 32]>,
     /// Cached full Merkle root (None after any change).
     merkle_root: Option<[u8; 32]>,
-    /// Quota book-keeping and eviction ranking (spec §13.1).
+    /// Quota book-keeping and eviction ranking (spec §14.1).
     admission: Admission,
 }
 
@@ -230,7 +230,7 @@ impl Store {
     }
 
     /// The admission standing (evidence, first sighting) of held relay
-    /// `id` (spec §13.1).
+    /// `id` (spec §14.1).
     pub fn standing(&self, id: &RelayId) -> Option<Standing> {
         self.admission.standing(id)
     }
@@ -243,7 +243,7 @@ impl Store {
         self.admission.set_evidence(id, evidence);
     }
 
-    /// Make room for `d` under the quotas (spec §13.1): evict the relays
+    /// Make room for `d` under the quotas (spec §14.1): evict the relays
     /// it outranks, or refuse it. `old` is the held version when `d` is an
     /// update.
     fn admit(&mut self, d: &Descriptor, old: Option<&Descriptor>) -> bool {

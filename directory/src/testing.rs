@@ -45,7 +45,7 @@ pub(crate) fn signed(identity: &IdentityKeypair, fields: DescriptorFields) -> Un
 }
 
 /// A verified descriptor of relay `seed` with `sequence`, at its own IP
-/// address `192.0.2.<seed>` (the per-IP quota of spec §13.1 holds).
+/// address `192.0.2.<seed>` (the per-IP quota of spec §14.1 holds).
 pub(crate) fn verified(seed: u8, sequence: u64) -> Verified<Descriptor> {
     let mut f = fields(sequence);
     f.addresses = vec![SocketAddr::from(([192, 0, 2, seed], 443))];

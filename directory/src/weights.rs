@@ -1,4 +1,4 @@
-//! Position weights (spec §13.5): every client derives the same (guard,
+//! Position weights (spec §14.5): every client derives the same (guard,
 //! middle, exit) weight for every relay from the agreed cut, flags and
 //! measured base weights.
 //!

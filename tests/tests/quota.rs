@@ -1,4 +1,4 @@
-//! Sybil quota on real sockets (spec §13.1): six relays on one IP address
+//! Sybil quota on real sockets (spec §14.1): six relays on one IP address
 //! (different ports) — no relay's directory ever lists more than four of
 //! them, and the relays that sync all keep the same four.
 

@@ -1,4 +1,4 @@
-//! `sybil-sim`: the Sybil experiment of spec §13.6, driving the same
+//! `sybil-sim`: the Sybil experiment of spec §14.6, driving the same
 //! quota, attestation, measurement, flag and weight functions as the cut.
 //!
 //! ```text
