@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod cut;
 pub mod descriptor;
 pub mod error;
+pub mod flags;
 pub mod gossip;
+pub mod measure;
+pub mod quota;
 pub mod seed;
 pub mod snapshot;
 pub mod statement;
@@ -12,6 +16,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod verify;
+pub mod weights;
 pub mod wire;
 
 pub use cut::{CutEvidence, CutRule, NoEvidence};

@@ -8,9 +8,14 @@
 //! - the same sequence with different bytes is *equivocation*: the relay
 //!   signed two versions of one descriptor, so its descriptor is removed and
 //!   its id is banned (remembered in a bounded set);
-//! - when full, newcomers are refused rather than evicting anyone (an
-//!   attacker with many identities cannot push honest relays out); an update
-//!   of a relay already stored is always accepted;
+//! - admission quotas (spec §14.1, [`crate::quota`]): at most
+//!   `max_per_ip` relays per IP address and `max_per_block` per /16; when a
+//!   quota or the capacity is reached, the lowest-ranked relay (least
+//!   evidence, then newest, then largest id) is evicted if the newcomer
+//!   outranks it, else the newcomer is refused. A newcomer has no evidence,
+//!   so it never displaces an attested or measured relay, and the result
+//!   does not depend on arrival order. An update that keeps its addresses
+//!   is always accepted;
 //! - expired descriptors are dropped by [`Store::expire`]; the highest
 //!   sequence of a dropped relay is remembered (bounded, for the longest
 //!   lifetime) so an older descriptor cannot be replayed once the newer one
@@ -30,11 +35,12 @@ use lamina_crypto::keys::RelayId;
 
 use self::merkle::{BucketHash, BUCKETS};
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_CLOCK_SKEW_S, MAX_LIFETIME_S};
+use crate::quota::{Admission, QuotaParams, Standing};
 use crate::snapshot::{Epoch, Snapshot};
 use crate::verify::Verified;
 
 /// Default maximum number of descriptors held.
-pub const DEFAULT_STORE_CAPACITY: usize = 10_000;
+pub const DEFAULT_STORE_CAPACITY: usize = 100_000;
 /// Default maximum number of banned identities remembered.
 pub const DEFAULT_BANNED_CAPACITY: usize = 1_024;
 
@@ -45,11 +51,17 @@ pub struct StoreConfig {
     pub capacity: usize,
     /// Most banned identities remembered (oldest forgotten first).
     pub banned_capacity: usize,
+    /// Per-IP and per-block admission quotas (spec §14.1).
+    pub quota: QuotaParams,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { capacity: DEFAULT_STORE_CAPACITY, banned_capacity: DEFAULT_BANNED_CAPACITY }
+        Self {
+            capacity: DEFAULT_STORE_CAPACITY,
+            banned_capacity: DEFAULT_BANNED_CAPACITY,
+            quota: QuotaParams::production(),
+        }
     }
 }
 
@@ -75,7 +87,8 @@ pub enum InsertOutcome {
     Equivocation,
     /// The relay is banned: nothing changed.
     Banned,
-    /// The store is full and the relay is new: refused.
+    /// The store is full, or an IP or block quota is taken, by relays
+    /// that rank above this one (spec §14.1): refused.
     Full,
 }
 
@@ -102,7 +115,7 @@ pub enum Precheck {
     },
     /// The claimed relay is banned.
     Banned,
-    /// New relay, store full.
+    /// New relay, store full of relays a newcomer cannot outrank.
     Full,
 }
 
@@ -162,6 +175,8 @@ pub struct Store {
     digest_root: Option<[u8; 32]>,
     /// Cached full Merkle root (None after any change).
     merkle_root: Option<[u8; 32]>,
+    /// Quota book-keeping and eviction ranking (spec §14.1).
+    admission: Admission,
 }
 
 /// One bucket: descriptors whose id starts with one byte value.
@@ -186,6 +201,7 @@ impl Store {
             min_expiry: u64::MAX,
             digest_root: None,
             merkle_root: None,
+            admission: Admission::default(),
         }
     }
 
@@ -232,10 +248,40 @@ impl Store {
                 return Precheck::Stale { held: *seq };
             }
         }
-        if self.len >= self.config.capacity {
+        if self.len >= self.config.capacity && !self.admission.newcomer_may_enter_full_store() {
             return Precheck::Full;
         }
         Precheck::Verify
+    }
+
+    /// The admission standing (evidence, first sighting) of held relay
+    /// `id` (spec §14.1).
+    pub fn standing(&self, id: &RelayId) -> Option<Standing> {
+        self.admission.standing(id)
+    }
+
+    /// Record the evidence earned by held relay `id`
+    /// ([`crate::quota::evidence_score`] of its attestations and
+    /// measurements): it decides who is kept when a quota or the capacity
+    /// is reached. No-op for relays not held.
+    pub fn set_evidence(&mut self, id: &RelayId, evidence: u64) {
+        self.admission.set_evidence(id, evidence);
+    }
+
+    /// Make room for `d` under the quotas (spec §14.1): evict the relays
+    /// it outranks, or refuse it. `old` is the held version when `d` is an
+    /// update.
+    fn admit(&mut self, d: &Descriptor, old: Option<&Descriptor>) -> bool {
+        let (capacity, quota) = (self.config.capacity, self.config.quota);
+        match self.admission.victims(d, old, &quota, capacity, self.len) {
+            Some(victims) => {
+                for v in victims {
+                    self.remove(&v);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Offer a verified descriptor. See the module documentation for the
@@ -249,11 +295,11 @@ impl Store {
             Precheck::Full => return InsertOutcome::Full,
             Precheck::Verify => {}
         }
-        self.min_expiry = self.min_expiry.min(d.expires());
         let b = usize::from(id.0[0]);
         match self.buckets[b].position(&id) {
             Ok(i) => {
-                let previous = self.buckets[b].entries[i].sequence();
+                let old = self.buckets[b].entries[i].clone();
+                let previous = old.sequence();
                 if previous == d.sequence() {
                     if let Some(held) = self.remove(&id) {
                         self.proofs.insert(id, EquivocationProof { first: held, second: d });
@@ -261,11 +307,23 @@ impl Store {
                     self.banned.insert(id);
                     return InsertOutcome::Equivocation;
                 }
+                if old.addresses() != d.addresses() && !self.admit(&d, Some(&old)) {
+                    return InsertOutcome::Full;
+                }
+                self.min_expiry = self.min_expiry.min(d.expires());
+                self.admission.replace(&old, &d);
+                let i = self.buckets[b].position(&id).unwrap_or(i);
                 self.buckets[b].entries[i] = d;
                 self.changed(b);
                 InsertOutcome::Updated { previous }
             }
-            Err(i) => {
+            Err(_) => {
+                if !self.admit(&d, None) {
+                    return InsertOutcome::Full;
+                }
+                self.min_expiry = self.min_expiry.min(d.expires());
+                let i = self.buckets[b].position(&id).unwrap_or_else(|i| i);
+                self.admission.add(&d);
                 self.tombstones.remove(&id);
                 self.buckets[b].entries.insert(i, d);
                 self.len += 1;
@@ -280,6 +338,7 @@ impl Store {
         let b = usize::from(id.0[0]);
         let i = self.buckets[b].position(id).ok()?;
         let removed = self.buckets[b].entries.remove(i);
+        self.admission.remove(&removed);
         self.len -= 1;
         self.changed(b);
         Some(removed)
@@ -327,12 +386,13 @@ impl Store {
                 if keep {
                     min_expiry = min_expiry.min(d.expires());
                 } else {
-                    dropped.push((d.id(), d.sequence()));
+                    dropped.push(d.clone());
                 }
                 keep
             });
-            for (id, seq) in dropped {
-                self.tombstones.insert(id, (seq, remember_until));
+            for d in dropped {
+                self.admission.remove(&d);
+                self.tombstones.insert(d.id(), (d.sequence(), remember_until));
             }
             let gone = before - self.buckets[b].entries.len();
             if gone > 0 {

@@ -44,7 +44,10 @@ pub(crate) fn signed(identity: &IdentityKeypair, fields: DescriptorFields) -> Un
     Descriptor::sign(identity, fields, nonce, TEST_DIFFICULTY).expect("test descriptor")
 }
 
-/// A verified descriptor of relay `seed` with `sequence`.
+/// A verified descriptor of relay `seed` with `sequence`, at its own IP
+/// address `192.0.2.<seed>` (the per-IP quota of spec §14.1 holds).
 pub(crate) fn verified(seed: u8, sequence: u64) -> Verified<Descriptor> {
-    signed(&identity(seed), fields(sequence)).verify(T0, TEST_DIFFICULTY).expect("fixture verifies")
+    let mut f = fields(sequence);
+    f.addresses = vec![SocketAddr::from(([192, 0, 2, seed], 443))];
+    signed(&identity(seed), f).verify(T0, TEST_DIFFICULTY).expect("fixture verifies")
 }

@@ -9,7 +9,7 @@ use crate::testing::{fields, identity, signed, verified, T0, TEST_DIFFICULTY};
 
 /// A store with room for `capacity` relays.
 fn store(capacity: usize) -> Store {
-    Store::new(StoreConfig { capacity, banned_capacity: 8 })
+    Store::new(StoreConfig { capacity, banned_capacity: 8, ..StoreConfig::default() })
 }
 
 /// A second, different descriptor of relay `seed` with `sequence`.
@@ -44,12 +44,15 @@ fn equivocation_bans_the_relay() {
     assert_eq!(s.len(), 0);
 }
 
-/// When full, newcomers are refused but known relays still update.
+/// When full of relays with evidence, newcomers are refused but known
+/// relays still update.
 #[test]
 fn full_store_refuses_newcomers_only() {
     let mut s = store(2);
     s.insert(verified(1, 1));
     s.insert(verified(2, 1));
+    s.set_evidence(&identity(1).relay_id(), 1);
+    s.set_evidence(&identity(2).relay_id(), 1);
     assert_eq!(s.insert(verified(3, 1)), InsertOutcome::Full);
     assert_eq!(s.insert(verified(2, 2)), InsertOutcome::Updated { previous: 1 });
     assert_eq!(s.len(), 2);
