@@ -27,7 +27,7 @@ async fn relay_on(ip: IpAddr, seed: Option<SocketAddr>) -> RelayHandle {
     let policy = ExitPolicy::reject_all();
     let settings = DirSettings {
         gossip: testnet_gossip(),
-        seeds: seed.into_iter().collect(),
+        seeds: seed.into_iter().map(lamina_directory::seed::Seed::unpinned).collect(),
         advertised,
         bandwidth_kbps: 1000,
         exit: exit_summary(&policy),
