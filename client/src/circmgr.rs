@@ -13,12 +13,15 @@
 //!   once on another exit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lamina_crypto::keys::RelayId;
 use lamina_proto::cell::CircId;
 use lamina_proto::circuit::client::HopSpec;
+use lamina_proto::circuit::MAX_STREAMS_PER_CIRCUIT;
+use lamina_proto::error::CircuitError;
 use lamina_proto::msg::{EndReason, StreamId, Target};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -52,6 +55,19 @@ pub struct ClientConfig {
     pub avoid_for: Duration,
     /// Number of guards in the guard set.
     pub guards: usize,
+    /// Most circuits the client holds (spec §10.2); past it idle claimed
+    /// circuits are retired first, then the oldest claimed ones.
+    pub max_circuits: usize,
+    /// Most circuits one isolation class holds (spec §10.2).
+    pub max_circuits_per_class: usize,
+    /// Streams opened on one circuit before the class gets another one
+    /// (spec §10.1; at most the protocol's per-circuit limit).
+    pub streams_per_circuit: usize,
+    /// CREATE cells per second the client sends to one guard (below the
+    /// relays' default per-client rate, spec §10.3).
+    pub create_rate: f64,
+    /// CREATE burst towards one guard.
+    pub create_burst: f64,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +80,11 @@ impl Default for ClientConfig {
             max_dirtiness: Duration::from_secs(600),
             avoid_for: Duration::from_secs(60),
             guards: 3,
+            max_circuits: 256,
+            max_circuits_per_class: 8,
+            streams_per_circuit: MAX_STREAMS_PER_CIRCUIT,
+            create_rate: 8.0,
+            create_burst: 150.0,
         }
     }
 }
@@ -81,6 +102,109 @@ struct Circuit {
     claimed: Option<Isolation>,
     /// When its first stream was attached.
     dirty_since: Option<Instant>,
+    /// Streams open (or being opened) on it, counted by [`StreamSlot`]s.
+    streams: Arc<AtomicUsize>,
+}
+
+impl Circuit {
+    /// A freshly built, clean circuit.
+    fn new(link: GuardLink, circ: CircId, path: Vec<HopSpec>) -> Self {
+        Self { link, circ, path, claimed: None, dirty_since: None, streams: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Streams on it now.
+    fn stream_count(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Reserve a place for one more stream.
+    fn reserve(&self) -> StreamSlot {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        StreamSlot(Arc::clone(&self.streams))
+    }
+
+    /// (guard, circuit id): unique among the client's circuits.
+    fn key(&self) -> (Option<RelayId>, CircId) {
+        (self.path.first().map(|h| h.relay_id), self.circ)
+    }
+}
+
+/// One stream's place on a circuit: counted while it lives, so a class's
+/// circuit that is full gets a sibling instead of a refused stream.
+#[derive(Debug)]
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    /// The stream ended (or was never opened): free its place.
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What [`Client::pick`] found for a new stream.
+#[derive(Debug)]
+enum Pick {
+    /// Use this circuit; the slot is already reserved.
+    Use(Circuit, StreamSlot),
+    /// Build a new circuit for the class (the ticket marks the build as
+    /// under way until dropped).
+    Build(BuildTicket),
+    /// A circuit for the class is being built: wait for it.
+    Wait,
+}
+
+/// A build under way for an isolation class; other streams of the class
+/// wait for it rather than starting builds of their own.
+#[derive(Debug)]
+struct BuildTicket {
+    /// The manager.
+    client: Client,
+    /// The class.
+    class: Isolation,
+}
+
+impl Drop for BuildTicket {
+    /// The build finished (or failed).
+    fn drop(&mut self) {
+        let mut state = self.client.lock();
+        if let Some(n) = state.building.get_mut(&self.class) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.building.remove(&self.class);
+            }
+        }
+    }
+}
+
+/// A per-guard CREATE token bucket that queues instead of refusing: a
+/// reservation may drive it negative, and the caller waits for the
+/// returned time before sending its CREATE (spec §10.3).
+#[derive(Debug, Clone, Copy)]
+struct CreateBucket {
+    /// Tokens now (negative: reservations waiting).
+    tokens: f64,
+    /// When `tokens` was computed.
+    last: Instant,
+}
+
+impl CreateBucket {
+    /// A full bucket.
+    fn new(now: Instant, burst: f64) -> Self {
+        Self { tokens: burst, last: now }
+    }
+
+    /// Take one token; returns how long to wait before using it.
+    fn reserve(&mut self, now: Instant, rate: f64, burst: f64) -> Duration {
+        let rate = rate.max(0.001);
+        self.tokens = (self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / rate)
+        }
+    }
 }
 
 /// Recent successful build times, for the learned build time-out.
@@ -120,11 +244,6 @@ impl BuildTimes {
     }
 }
 
-/// Most circuits the manager holds; past it the oldest claimed ones are
-/// retired (closed once idle), so many isolation classes cannot grow the
-/// pool without bound.
-const MAX_POOL: usize = 256;
-
 /// Mutable manager state, behind a short-lived std mutex.
 #[derive(Debug, Default)]
 struct State {
@@ -138,6 +257,11 @@ struct State {
     circuits: Vec<Circuit>,
     /// Relays to avoid until the given time.
     avoid: HashMap<RelayId, Instant>,
+    /// Builds under way per isolation class (entries removed at zero).
+    building: HashMap<Isolation, usize>,
+    /// CREATE pacing per guard (bounded by the guards ever used: entries
+    /// that refilled are dropped).
+    create: HashMap<RelayId, CreateBucket>,
 }
 
 /// A Lamina client: builds circuits and opens streams through them.
@@ -169,6 +293,8 @@ pub struct ClientStream {
     stream: StreamId,
     /// Events from the circuit.
     events: mpsc::Receiver<StreamEvent>,
+    /// Its place on the circuit (freed when the stream is dropped).
+    _slot: StreamSlot,
 }
 
 impl Client {
@@ -256,19 +382,31 @@ impl Client {
     /// Open a stream to `target:port` in isolation class `isolation`.
     pub async fn connect(&self, target: Target, port: u16, isolation: Isolation) -> Result<ClientStream, ClientError> {
         let mut refused_by: Vec<RelayId> = Vec::new();
+        let mut full: Vec<(Option<RelayId>, CircId)> = Vec::new();
         let mut last = ClientError::NoPath("no attempt made");
-        for _ in 0..3 {
-            let circuit = match self.pick(port, &isolation, &refused_by) {
-                Some(c) => c,
-                None => {
-                    let mut c = self.build(Some(port), &refused_by).await?;
+        let mut attempts = 0;
+        let waiting_since = Instant::now();
+        while attempts < 4 {
+            let (circuit, slot) = match self.pick(port, &isolation, &refused_by, &full)? {
+                Pick::Use(c, slot) => (c, slot),
+                Pick::Wait if waiting_since.elapsed() < self.inner.config.build_timeout * 3 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Pick::Wait => return Err(ClientError::Timeout("waiting for a circuit of this class")),
+                Pick::Build(ticket) => {
+                    let built = self.build(Some(port), &refused_by).await;
+                    drop(ticket);
+                    let mut c = built?;
                     c.claimed = Some(isolation.clone());
                     c.dirty_since = Some(Instant::now());
+                    let slot = c.reserve();
                     self.lock().circuits.push(c.clone());
-                    c
+                    (c, slot)
                 }
             };
-            match self.try_stream(&circuit, target.clone(), port).await {
+            attempts += 1;
+            match self.try_stream(&circuit, target.clone(), port, slot).await {
                 Ok(stream) => {
                     self.spawn_prebuild();
                     return Ok(stream);
@@ -284,6 +422,12 @@ impl Client {
                     }
                 }
                 Err(e @ ClientError::StreamEnded(_)) => return Err(e),
+                Err(e @ ClientError::Circuit(CircuitError::Limit { .. })) => {
+                    // Full (ended streams not yet reaped): the circuit and
+                    // its live streams stay; use or build another one.
+                    full.push(circuit.key());
+                    last = e;
+                }
                 Err(e) => {
                     // The circuit is unusable: forget it and try a fresh one.
                     self.forget(&circuit);
@@ -295,12 +439,18 @@ impl Client {
     }
 
     /// Open a stream on `circuit` and wait for CONNECTED.
-    async fn try_stream(&self, circuit: &Circuit, target: Target, port: u16) -> Result<ClientStream, ClientError> {
+    async fn try_stream(
+        &self,
+        circuit: &Circuit,
+        target: Target,
+        port: u16,
+        slot: StreamSlot,
+    ) -> Result<ClientStream, ClientError> {
         let (stream, mut events) = circuit.link.begin(circuit.circ, target, port).await?;
         let answer = tokio::time::timeout(self.inner.config.connect_timeout, events.recv()).await;
         match answer {
             Ok(Some(StreamEvent::Connected)) => {
-                Ok(ClientStream { link: circuit.link.clone(), circ: circuit.circ, stream, events })
+                Ok(ClientStream { link: circuit.link.clone(), circ: circuit.circ, stream, events, _slot: slot })
             }
             Ok(Some(StreamEvent::Ended(reason))) => Err(ClientError::StreamEnded(reason)),
             Ok(Some(StreamEvent::Data(_))) => Err(ClientError::Internal("data before connected")),
@@ -312,43 +462,82 @@ impl Client {
         }
     }
 
-    /// A usable circuit for this class and port, claiming a clean one if needed.
-    fn pick(&self, port: u16, isolation: &Isolation, refused_by: &[RelayId]) -> Option<Circuit> {
-        let max = self.inner.config.max_dirtiness;
+    /// A usable circuit for this class and port with room for a stream
+    /// (claiming a clean one if needed), or `Build` when the class may have
+    /// another circuit (spec §10.1, §10.2).
+    fn pick(
+        &self,
+        port: u16,
+        isolation: &Isolation,
+        refused_by: &[RelayId],
+        full: &[(Option<RelayId>, CircId)],
+    ) -> Result<Pick, ClientError> {
+        let config = &self.inner.config;
+        let per_circuit = config.streams_per_circuit.clamp(1, MAX_STREAMS_PER_CIRCUIT);
         let mut state = self.lock();
-        let relays = state.relays.clone();
-        state.circuits.retain(|c| !c.link.is_closed());
-        // Retire circuits past their dirtiness (and the oldest ones beyond
-        // the pool cap): no new streams; closed by the link once idle.
-        let excess = state.circuits.len().saturating_sub(MAX_POOL);
-        let mut retired = Vec::new();
-        let mut index = 0;
-        state.circuits.retain(|c| {
-            index += 1;
-            let old = c.dirty_since.is_some_and(|t| t.elapsed() >= max);
-            let keep = !old && index > excess;
-            if !keep {
-                retired.push((c.link.clone(), c.circ));
-            }
-            keep
-        });
-        for (link, circ) in retired {
-            tokio::spawn(async move { link.retire(circ).await });
-        }
-        let exits_to = |c: &Circuit| {
-            c.path.last().is_some_and(|exit| {
-                !refused_by.contains(&exit.relay_id)
-                    && relays.iter().any(|r| r.hop.relay_id == exit.relay_id && r.exits_to(port))
-            })
+        self.retire_excess(&mut state);
+        let relays = &state.relays;
+        let usable = |c: &Circuit| {
+            c.stream_count() < per_circuit
+                && !full.contains(&c.key())
+                && c.path.last().is_some_and(|exit| {
+                    !refused_by.contains(&exit.relay_id)
+                        && relays.iter().any(|r| r.hop.relay_id == exit.relay_id && r.exits_to(port))
+                })
         };
-        // Circuits past their dirtiness were retired just above.
-        if let Some(c) = state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && exits_to(c)) {
-            return Some(c.clone());
+        if let Some(c) = state.circuits.iter().find(|c| c.claimed.as_ref() == Some(isolation) && usable(c)) {
+            let slot = c.reserve();
+            return Ok(Pick::Use(c.clone(), slot));
         }
-        let clean = state.circuits.iter_mut().find(|c| c.claimed.is_none() && exits_to(c))?;
+        let class_count = state.circuits.iter().filter(|c| c.claimed.as_ref() == Some(isolation)).count();
+        let building = state.building.get(isolation).copied().unwrap_or(0);
+        if building > 0 {
+            return Ok(Pick::Wait);
+        }
+        if class_count >= config.max_circuits_per_class.max(1) {
+            return Err(ClientError::Busy("this isolation class has its most circuits, all full"));
+        }
+        let Some(index) = state.circuits.iter().position(|c| c.claimed.is_none() && usable(c)) else {
+            *state.building.entry(isolation.clone()).or_insert(0) += 1;
+            return Ok(Pick::Build(BuildTicket { client: self.clone(), class: isolation.clone() }));
+        };
+        let clean = &mut state.circuits[index];
         clean.claimed = Some(isolation.clone());
         clean.dirty_since = Some(Instant::now());
-        Some(clean.clone())
+        let slot = clean.reserve();
+        Ok(Pick::Use(clean.clone(), slot))
+    }
+
+    /// Retire circuits past their dirtiness, and claimed ones beyond the
+    /// pool cap, idle ones first then the oldest (spec §10.2): they take no
+    /// new streams and are closed by their link once idle.
+    fn retire_excess(&self, state: &mut State) {
+        let config = &self.inner.config;
+        state.circuits.retain(|c| !c.link.is_closed());
+        let mut retired: Vec<Circuit> = Vec::new();
+        let max = config.max_dirtiness;
+        let (old, young): (Vec<Circuit>, Vec<Circuit>) = std::mem::take(&mut state.circuits)
+            .into_iter()
+            .partition(|c| c.dirty_since.is_some_and(|t| t.elapsed() >= max));
+        retired.extend(old);
+        state.circuits = young;
+        let mut excess = state.circuits.len().saturating_sub(config.max_circuits.max(1));
+        // Idle claimed circuits first, then the oldest claimed ones.
+        for idle_only in [true, false] {
+            let mut i = 0;
+            while excess > 0 && i < state.circuits.len() {
+                let c = &state.circuits[i];
+                if c.claimed.is_some() && (!idle_only || c.stream_count() == 0) {
+                    retired.push(state.circuits.remove(i));
+                    excess -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for c in retired {
+            tokio::spawn(async move { c.link.retire(c.circ).await });
+        }
     }
 
     /// Build a circuit for `port`, trying other paths on failure.
@@ -367,7 +556,7 @@ impl Client {
                     .or_else(|_| select_path(&mut rng, &state.relays, &state.guards, port, avoid_exits))?
             };
             match self.build_on(&path).await {
-                Ok((link, circ)) => return Ok(Circuit { link, circ, path, claimed: None, dirty_since: None }),
+                Ok((link, circ)) => return Ok(Circuit::new(link, circ, path)),
                 Err(e) => {
                     debug!(error = %e, "circuit build failed; avoiding the failing relay for a while");
                     let until = Instant::now() + self.inner.config.avoid_for;
@@ -402,11 +591,27 @@ impl Client {
                 }
             }
         };
+        // Stay within the guard's CREATE rate: wait our turn, never be refused.
+        let wait = self.create_wait(guard.relay_id);
+        if !wait.is_zero() {
+            debug!(wait_ms = wait.as_millis(), "pacing CREATE cells to the guard");
+            tokio::time::sleep(wait).await;
+        }
         let timeout = self.lock().build_times.timeout(self.inner.config.build_timeout);
         let started = Instant::now();
         let circ = link.build(path.to_vec(), timeout).await?;
         self.lock().build_times.record(started.elapsed());
         Ok((link, circ))
+    }
+
+    /// Reserve a CREATE token at `guard`; how long to wait before using it.
+    fn create_wait(&self, guard: RelayId) -> Duration {
+        let (rate, burst) = (self.inner.config.create_rate, self.inner.config.create_burst.max(1.0));
+        let now = Instant::now();
+        let mut state = self.lock();
+        // Full buckets carry no information (bounds the table).
+        state.create.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
+        state.create.entry(guard).or_insert_with(|| CreateBucket::new(now, burst)).reserve(now, rate, burst)
     }
 
     /// Drop a circuit from the pool and close it.
@@ -534,6 +739,42 @@ impl Drop for ClientStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_pacing_queues_past_the_burst_instead_of_refusing() {
+        let start = Instant::now();
+        let mut bucket = CreateBucket::new(start, 3.0);
+        for _ in 0..3 {
+            assert_eq!(bucket.reserve(start, 2.0, 3.0), Duration::ZERO, "within the burst: no wait");
+        }
+        // Past the burst each CREATE waits its turn at 2 per second.
+        assert_eq!(bucket.reserve(start, 2.0, 3.0), Duration::from_millis(500));
+        assert_eq!(bucket.reserve(start, 2.0, 3.0), Duration::from_secs(1));
+        // Time refills the bucket; it never holds more than the burst.
+        let later = start + Duration::from_secs(100);
+        for _ in 0..3 {
+            assert_eq!(bucket.reserve(later, 2.0, 3.0), Duration::ZERO);
+        }
+        assert!(bucket.reserve(later, 2.0, 3.0) > Duration::ZERO);
+    }
+
+    #[test]
+    fn stream_slots_count_live_streams() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let a = StreamSlot({
+            counter.fetch_add(1, Ordering::AcqRel);
+            Arc::clone(&counter)
+        });
+        let b = StreamSlot({
+            counter.fetch_add(1, Ordering::AcqRel);
+            Arc::clone(&counter)
+        });
+        assert_eq!(counter.load(Ordering::Acquire), 2);
+        drop(a);
+        assert_eq!(counter.load(Ordering::Acquire), 1);
+        drop(b);
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+    }
 
     #[test]
     fn build_timeout_is_learned_from_recent_builds() {
