@@ -643,6 +643,33 @@ impl Client {
     }
 }
 
+/// What [`ClientStream::pump_with`] does besides copying bytes.
+#[derive(Default)]
+pub struct PumpOptions {
+    /// Called once when the application half-closes (or closes) its side.
+    pub on_half_close: Option<Box<dyn FnOnce() + Send>>,
+    /// After the half-close: end the stream when no reply byte comes for
+    /// this long (`None`: wait for the exit).
+    pub half_closed_idle: Option<Duration>,
+}
+
+impl std::fmt::Debug for PumpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PumpOptions")
+            .field("on_half_close", &self.on_half_close.is_some())
+            .field("half_closed_idle", &self.half_closed_idle)
+            .finish()
+    }
+}
+
+/// Sleep for `limit`, or forever when there is none.
+async fn sleep_or_forever(limit: Option<Duration>) {
+    match limit {
+        Some(limit) if limit < Duration::from_secs(365 * 24 * 3600) => tokio::time::sleep(limit).await,
+        _ => std::future::pending().await,
+    }
+}
+
 impl ClientStream {
     /// The circuit this stream runs on.
     pub fn circuit(&self) -> CircId {
@@ -651,10 +678,18 @@ impl ClientStream {
 
     /// Copy bytes both ways between this stream and `socket` until either
     /// side ends.
-    pub async fn pump(mut self, socket: TcpStream) {
+    pub async fn pump(self, socket: TcpStream) {
+        self.pump_with(socket, PumpOptions::default()).await;
+    }
+
+    /// As [`pump`](Self::pump), telling `options.on_half_close` when the
+    /// application ends its side, and ending the stream if, after that, no
+    /// reply byte comes for `options.half_closed_idle` (spec §10.4).
+    pub async fn pump_with(mut self, socket: TcpStream, mut options: PumpOptions) {
         let (link, circ, stream) = (self.link.clone(), self.circ, self.stream);
         let (mut reader, mut writer) = socket.into_split();
         let up_link = link.clone();
+        let (half_closed_tx, mut half_closed) = tokio::sync::oneshot::channel::<()>();
         let upload = tokio::spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
@@ -662,6 +697,7 @@ impl ClientStream {
                     // EOF: half-close, the reply keeps flowing (spec §7.5).
                     Ok(0) => {
                         up_link.half_close(circ, stream).await;
+                        let _ = half_closed_tx.send(());
                         return;
                     }
                     Err(_) => break,
@@ -676,7 +712,27 @@ impl ClientStream {
         });
         let mut batch = Vec::with_capacity(256 * 1024);
         let mut ended = false;
-        while let Some(first) = self.events.recv().await {
+        let mut idle_limit: Option<Duration> = None;
+        let mut upload_done = false;
+        loop {
+            let first = tokio::select! {
+                ev = self.events.recv() => ev,
+                half = &mut half_closed, if !upload_done => {
+                    upload_done = true;
+                    if half.is_ok() {
+                        if let Some(notify) = options.on_half_close.take() {
+                            notify();
+                        }
+                        idle_limit = options.half_closed_idle;
+                    }
+                    continue;
+                }
+                () = sleep_or_forever(idle_limit) => {
+                    debug!("half-closed stream idle past its limit: ending it");
+                    break;
+                }
+            };
+            let Some(first) = first else { break };
             // Gather every DATA cell already queued into one write.
             let mut cells = 0u32;
             batch.clear();

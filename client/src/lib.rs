@@ -8,5 +8,5 @@ pub mod net;
 pub mod path;
 pub mod socks;
 
-pub use circmgr::{Client, ClientConfig, ClientStream, Isolation};
+pub use circmgr::{Client, ClientConfig, ClientStream, Isolation, PumpOptions};
 pub use error::ClientError;

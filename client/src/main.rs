@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lamina_client::dir::{bootstrap, fetch_snapshot, hex, load_cache, save_cache, DirParams, Directory};
+use lamina_client::net::socks_listener::SocksSettings;
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
 use serde::Deserialize;
@@ -59,6 +60,13 @@ struct ProxyArgs {
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Most SOCKS connections at once (default 1024); when full, the oldest
+    /// connection still in its SOCKS handshake is dropped for a new one.
+    #[arg(long, value_name = "N")]
+    socks_max_connections: Option<usize>,
+    /// Seconds a SOCKS client has to complete its handshake (default 10).
+    #[arg(long, value_name = "SECS")]
+    socks_handshake_timeout: Option<u64>,
 }
 
 /// `dir` flags.
@@ -92,6 +100,10 @@ struct FileConfig {
     pow_bits: Option<u8>,
     /// Directory epoch in seconds.
     epoch_secs: Option<u64>,
+    /// Most SOCKS connections at once.
+    socks_max_connections: Option<usize>,
+    /// SOCKS handshake time-out in seconds.
+    socks_handshake_timeout_secs: Option<u64>,
 }
 
 /// Parse, set up logging, run.
@@ -131,6 +143,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let socks = args.socks.or(file.socks).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9050)));
+    let socks_settings = socks_settings(&args, &file)?;
     let seeds = if args.seeds.is_empty() { file.seeds } else { args.seeds };
     anyhow::ensure!(!seeds.is_empty(), "give at least one --seed IP:PORT (three in distinct /16s recommended)");
     let allow_remote = args.allow_remote_socks || file.allow_remote_socks.unwrap_or(false);
@@ -186,7 +199,8 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         println!("ready: socks5://{addr}");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let serve = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, stopped));
+    let serve =
+        tokio::spawn(lamina_client::net::socks_listener::serve_with(client.clone(), listener, stopped, socks_settings));
     let refresher = tokio::spawn(refresh(client.clone(), seeds, params, epoch_secs, data_dir.clone()));
     tokio::signal::ctrl_c().await?;
     info!("shutting down");
@@ -194,6 +208,20 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     refresher.abort();
     let _ = serve.await;
     Ok(())
+}
+
+/// The SOCKS front settings from flags, else the file, else defaults.
+fn socks_settings(args: &ProxyArgs, file: &FileConfig) -> anyhow::Result<SocksSettings> {
+    let mut settings = SocksSettings::default();
+    if let Some(max) = args.socks_max_connections.or(file.socks_max_connections) {
+        anyhow::ensure!(max > 0, "--socks-max-connections must be at least 1");
+        settings.max_connections = max;
+    }
+    if let Some(secs) = args.socks_handshake_timeout.or(file.socks_handshake_timeout_secs) {
+        anyhow::ensure!(secs > 0, "--socks-handshake-timeout must be at least 1 second");
+        settings.handshake_timeout = Duration::from_secs(secs);
+    }
+    Ok(settings)
 }
 
 /// Re-fetch the directory once per epoch, a few seconds after each epoch
