@@ -8,9 +8,13 @@
 //!   classes never share a circuit; streams of one class share circuits.
 //! - A circuit takes new streams only for `max_dirtiness` after its first
 //!   stream; then it is retired for new streams.
-//! - A failed build is retried on another path; a relay that keeps failing
-//!   is avoided for a while; a stream refused by an exit's policy is retried
-//!   once on another exit.
+//! - The first hop is a primary guard of the persistent guard sample
+//!   (`guard`), never another relay; middle and exit are chosen compatible
+//!   with it.
+//! - A failed build is retried on another path; a guard whose link fails
+//!   is down for a while; other failures count against the guard's path
+//!   bias, never against the middle or exit; a stream refused by an exit's
+//!   policy is retried once on another exit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,11 +32,12 @@ use rand_chacha::ChaCha20Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::error::ClientError;
+use crate::guard::{BiasVerdict, GuardChoice, GuardParams, GuardSet};
 use crate::net::guard::{GuardLink, StreamEvent};
-use crate::path::{choose_guards, select_path, RelayInfo};
+use crate::path::{select_path_through, RelayInfo};
 
 /// A stream-isolation class: streams of different classes never share a
 /// circuit. `None` is the class of requests without credentials.
@@ -51,10 +56,16 @@ pub struct ClientConfig {
     pub prebuilt: usize,
     /// How long a circuit accepts new streams after its first one.
     pub max_dirtiness: Duration,
-    /// How long a failing relay is avoided.
+    /// How long a guard whose link failed is considered down before it is
+    /// tried again (spec §10.5).
     pub avoid_for: Duration,
-    /// Number of guards in the guard set.
+    /// Number of primary guards (spec §10.5).
     pub guards: usize,
+    /// The rest of the guard manager's parameters (sample size, lifetime,
+    /// path-bias thresholds); `guards` and `avoid_for` override theirs.
+    pub guard_params: GuardParams,
+    /// Where the guard sample is persisted (`None`: kept in memory only).
+    pub guard_file: Option<std::path::PathBuf>,
     /// Most circuits the client holds (spec §10.2); past it idle claimed
     /// circuits are retired first, then the oldest claimed ones.
     pub max_circuits: usize,
@@ -80,6 +91,8 @@ impl Default for ClientConfig {
             max_dirtiness: Duration::from_secs(600),
             avoid_for: Duration::from_secs(60),
             guards: 3,
+            guard_params: GuardParams::default(),
+            guard_file: None,
             max_circuits: 256,
             max_circuits_per_class: 8,
             streams_per_circuit: MAX_STREAMS_PER_CIRCUIT,
@@ -139,6 +152,31 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Where a build failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Connecting to the guard (or its link died): the guard is down.
+    Link,
+    /// After the link: the circuit through the guard failed.
+    Circuit,
+}
+
+/// What [`Client::choose_path`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPlan {
+    /// Build along this path.
+    Path(Vec<HopSpec>),
+    /// Every primary guard is down: wait this long, then ask again.
+    WaitForGuard(Duration),
+}
+
+/// Milliseconds since the Unix epoch (the guard manager's clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What [`Client::pick`] found for a new stream.
@@ -245,18 +283,18 @@ impl BuildTimes {
 }
 
 /// Mutable manager state, behind a short-lived std mutex.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// Recent build times (learned time-out).
     build_times: BuildTimes,
     /// The relays of the current directory.
     relays: Vec<RelayInfo>,
-    /// The guard set.
-    guards: Vec<RelayId>,
+    /// The guard manager (spec §10.5, §10.6).
+    guards: GuardSet,
+    /// Whether "every primary guard is down" was logged (reset on success).
+    guards_down_logged: bool,
     /// Built circuits.
     circuits: Vec<Circuit>,
-    /// Relays to avoid until the given time.
-    avoid: HashMap<RelayId, Instant>,
     /// Builds under way per isolation class (entries removed at zero).
     building: HashMap<Isolation, usize>,
     /// CREATE pacing per guard (bounded by the guards ever used: entries
@@ -298,26 +336,73 @@ pub struct ClientStream {
 }
 
 impl Client {
-    /// A client over the relays of a verified directory.
+    /// A client over the relays of a verified directory. Its guard sample
+    /// is read from `config.guard_file` if there is one, else starts from
+    /// `guards` (may be empty), and is topped up from the directory.
     pub fn new(config: ClientConfig, relays: Vec<RelayInfo>, guards: Vec<RelayId>) -> Self {
-        let mut state = State { relays, guards, ..State::default() };
-        if state.guards.is_empty() {
-            let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
-            state.guards = choose_guards(&mut rng, &state.relays, config.guards);
+        let mut params = config.guard_params;
+        params.primary = config.guards.max(1);
+        params.retry_ms = u64::try_from(config.avoid_for.as_millis()).unwrap_or(u64::MAX);
+        let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
+        let now = now_ms();
+        let text = config.guard_file.as_deref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        let mut set = GuardSet::from_text(params, &text, &mut rng, now);
+        for id in guards {
+            set.add(&mut rng, id, now);
         }
-        Self {
+        set.update(&mut rng, &relays, now);
+        let state = State {
+            build_times: BuildTimes::default(),
+            relays,
+            guards: set,
+            guards_down_logged: false,
+            circuits: Vec::new(),
+            building: HashMap::new(),
+            create: HashMap::new(),
+        };
+        let client = Self {
             inner: Arc::new(Inner { config, state: Mutex::new(state), links: tokio::sync::Mutex::new(HashMap::new()) }),
-        }
+        };
+        client.persist_guards();
+        client
     }
 
-    /// Replace the directory (after a refresh).
+    /// Replace the directory (after a refresh): guards that left it are not
+    /// used and are replaced in the sample.
     pub fn set_relays(&self, relays: Vec<RelayInfo>) {
-        self.lock().relays = relays;
+        {
+            let mut state = self.lock();
+            if let Ok(mut rng) = ChaCha20Rng::from_rng(rand_core::OsRng) {
+                state.guards.update(&mut rng, &relays, now_ms());
+            }
+            state.relays = relays;
+        }
+        self.persist_guards();
     }
 
-    /// The guard set (to persist).
+    /// The primary guards, in order (the first one up is used).
     pub fn guards(&self) -> Vec<RelayId> {
+        self.lock().guards.primary()
+    }
+
+    /// The guard manager's state (tests, status).
+    pub fn guard_set(&self) -> GuardSet {
         self.lock().guards.clone()
+    }
+
+    /// Write the guard sample to `guard_file` (atomically: write, rename).
+    fn persist_guards(&self) {
+        let Some(file) = &self.inner.config.guard_file else { return };
+        let text = self.lock().guards.to_text();
+        let tmp = file.with_extension("tmp");
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            warn!(error = %e, "cannot persist the guard sample");
+        }
     }
 
     /// Number of built circuits the manager holds.
@@ -540,35 +625,70 @@ impl Client {
         }
     }
 
-    /// Build a circuit for `port`, trying other paths on failure.
+    /// Choose the path of a new circuit: the guard first (guard manager),
+    /// then middle and exit compatible with it. This is the one place a
+    /// path is chosen: a pinned-path experiment can bypass it here.
+    pub fn choose_path(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<PathPlan, ClientError> {
+        let state = self.lock();
+        let now = now_ms();
+        match state.guards.choose(now) {
+            GuardChoice::Use(_) => {}
+            GuardChoice::Wait { until_ms } => {
+                return Ok(PathPlan::WaitForGuard(Duration::from_millis(until_ms.saturating_sub(now).max(1))))
+            }
+            GuardChoice::NoGuard => return Err(ClientError::NoPath("no usable guard in the sample")),
+        }
+        let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
+        let mut last = ClientError::NoPath("no primary guard is up");
+        // The first primary guard that is up; the next only if no path fits.
+        for guard in state.guards.up_primaries(now) {
+            let Some(info) = state.guards.info(guard) else { continue };
+            match select_path_through(&mut rng, &state.relays, info, port, avoid_exits) {
+                Ok(path) => return Ok(PathPlan::Path(path)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Build a circuit for `port`, trying other paths on failure. The first
+    /// hop is always a primary guard: when all are down, wait (and say so)
+    /// for up to three build time-outs (spec §10.5).
     async fn build(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<Circuit, ClientError> {
         let mut last = ClientError::NoPath("no attempt made");
-        for _ in 0..3 {
-            let path = {
-                let mut state = self.lock();
-                let now = Instant::now();
-                state.avoid.retain(|_, until| *until > now);
-                let mut avoid: Vec<RelayId> = state.avoid.keys().copied().collect();
-                avoid.extend_from_slice(avoid_exits);
-                let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
-                // Avoiding failing relays must never leave no path at all.
-                select_path(&mut rng, &state.relays, &state.guards, port, &avoid)
-                    .or_else(|_| select_path(&mut rng, &state.relays, &state.guards, port, avoid_exits))?
+        let deadline = Instant::now() + self.inner.config.build_timeout * 3;
+        let mut attempts = 0;
+        while attempts < 3 {
+            let path = match self.choose_path(port, avoid_exits)? {
+                PathPlan::Path(path) => path,
+                PathPlan::WaitForGuard(wait) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(ClientError::Timeout("every primary guard is down"));
+                    }
+                    if !std::mem::replace(&mut self.lock().guards_down_logged, true) {
+                        warn!("every primary guard is down: waiting and retrying them (no other first hop is used)");
+                    }
+                    tokio::time::sleep(wait.min(Duration::from_millis(250)).min(deadline - now)).await;
+                    continue;
+                }
             };
+            let Some(guard) = path.first().map(|h| h.relay_id) else { return Err(ClientError::NoPath("empty path")) };
             match self.build_on(&path).await {
-                Ok((link, circ)) => return Ok(Circuit::new(link, circ, path)),
-                Err(e) => {
-                    debug!(error = %e, "circuit build failed; avoiding the failing relay for a while");
-                    let until = Instant::now() + self.inner.config.avoid_for;
-                    // Blame the hop that failed: the guard for link
-                    // failures, the hop being added for a failed extension.
-                    let blamed = match &e {
-                        ClientError::BuildFailed { failed_hop, .. } => path.get(*failed_hop),
-                        ClientError::Timeout(_) | ClientError::Circuit(_) => path.last(),
-                        _ => path.first(),
-                    };
-                    if let Some(hop) = blamed {
-                        self.lock().avoid.insert(hop.relay_id, until);
+                Ok((link, circ)) => {
+                    self.guard_outcome(guard, Some(true));
+                    return Ok(Circuit::new(link, circ, path));
+                }
+                Err((stage, e)) => {
+                    debug!(error = %e, "circuit build failed");
+                    // Blame (spec §10.6): a link failure marks the guard
+                    // down; any later failure counts against the guard's
+                    // path bias, never against the middle or exit.
+                    self.guard_outcome(guard, if stage == Stage::Link { None } else { Some(false) });
+                    // A guard that cannot be reached costs no attempt: the
+                    // client waits for its primary guards until the deadline.
+                    if stage == Stage::Circuit || Instant::now() >= deadline {
+                        attempts += 1;
                     }
                     last = e;
                 }
@@ -577,15 +697,50 @@ impl Client {
         Err(last)
     }
 
+    /// Record a build's outcome at `guard`: `None` = its link failed,
+    /// `Some(built)` = a circuit was attempted through it.
+    fn guard_outcome(&self, guard: RelayId, built: Option<bool>) {
+        let verdict = {
+            let mut state = self.lock();
+            match built {
+                None => {
+                    state.guards.mark_down(guard, now_ms());
+                    BiasVerdict::Fine
+                }
+                Some(built) => {
+                    state.guards.mark_up(guard);
+                    if built && std::mem::replace(&mut state.guards_down_logged, false) {
+                        info!("a primary guard is reachable again");
+                    }
+                    state.guards.record_circuit(guard, built)
+                }
+            }
+        };
+        match verdict {
+            BiasVerdict::Fine => {}
+            BiasVerdict::Warn(id, rate) => {
+                warn!(guard = %id.to_hex(), success_pct = rate, "path bias: few circuits through this guard succeed");
+            }
+            BiasVerdict::Disabled(id, rate) => {
+                warn!(guard = %id.to_hex(), success_pct = rate, "path bias: too few circuits through this guard succeed; no longer using it");
+                let relays = self.lock().relays.clone();
+                self.set_relays(relays);
+            }
+        }
+        self.persist_guards();
+    }
+
     /// Build along `path`, opening or reusing the guard link.
-    async fn build_on(&self, path: &[HopSpec]) -> Result<(GuardLink, CircId), ClientError> {
-        let guard = path.first().ok_or(ClientError::NoPath("empty path"))?;
+    async fn build_on(&self, path: &[HopSpec]) -> Result<(GuardLink, CircId), (Stage, ClientError)> {
+        let guard = path.first().ok_or((Stage::Link, ClientError::NoPath("empty path")))?;
         let link = {
             let mut links = self.inner.links.lock().await;
             match links.get(&guard.relay_id) {
                 Some(link) if !link.is_closed() => link.clone(),
                 _ => {
-                    let link = GuardLink::connect(guard, self.inner.config.link_timeout).await?;
+                    let link = GuardLink::connect(guard, self.inner.config.link_timeout)
+                        .await
+                        .map_err(|e| (Stage::Link, e))?;
                     links.insert(guard.relay_id, link.clone());
                     link
                 }
@@ -599,7 +754,10 @@ impl Client {
         }
         let timeout = self.lock().build_times.timeout(self.inner.config.build_timeout);
         let started = Instant::now();
-        let circ = link.build(path.to_vec(), timeout).await?;
+        let circ = link.build(path.to_vec(), timeout).await.map_err(|e| match e {
+            ClientError::LinkClosed => (Stage::Link, e),
+            e => (Stage::Circuit, e),
+        })?;
         self.lock().build_times.record(started.elapsed());
         Ok((link, circ))
     }

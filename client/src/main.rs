@@ -2,7 +2,7 @@
 //! library's (STYLE.md P2).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use lamina_client::dir::{bootstrap, fetch_snapshot, hex, load_cache, save_cache, DirParams, Directory};
 use lamina_client::net::socks_listener::SocksSettings;
 use lamina_client::{Client, ClientConfig};
-use lamina_crypto::keys::RelayId;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -151,7 +150,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         socks.ip().is_loopback() || allow_remote,
         "refusing to listen for SOCKS on non-loopback {socks}: pass --allow-remote-socks if you mean it"
     );
-    let data_dir = args.data_dir.or(file.data_dir);
+    let data_dir = args.data_dir.or(file.data_dir).or_else(default_data_dir);
     let epoch_secs = args.epoch_secs.or(file.epoch_secs).unwrap_or(3600);
     let params = DirParams {
         pow_bits: args.pow_bits.or(file.pow_bits).unwrap_or(DirParams::default().pow_bits),
@@ -184,11 +183,9 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         directory.snapshot.descriptors.len(),
         hex(&directory.snapshot.root)
     );
-    let guards = data_dir.as_deref().map(load_guards).unwrap_or_default();
-    let client = Client::new(ClientConfig::default(), directory.relays(), guards);
-    if let Some(dir) = &data_dir {
-        save_guards(dir, &client.guards())?;
-    }
+    // The guard sample persists in the data directory (spec §10.5).
+    let config = ClientConfig { guard_file: data_dir.as_ref().map(|d| d.join("guards")), ..ClientConfig::default() };
+    let client = Client::new(config, directory.relays(), Vec::new());
     let listener = TcpListener::bind(socks).await.with_context(|| format!("cannot listen for SOCKS on {socks}"))?;
     let addr = listener.local_addr()?;
     info!("Bootstrapped 75%: building circuits");
@@ -308,28 +305,12 @@ fn flags(r: &lamina_client::path::RelayInfo) -> Vec<&'static str> {
     f
 }
 
-/// Read the guard set (hex relay ids, one per line).
-fn load_guards(dir: &Path) -> Vec<RelayId> {
-    let Ok(text) = std::fs::read_to_string(dir.join("guards")) else { return Vec::new() };
-    text.lines().filter_map(parse_id).take(16).collect()
-}
-
-/// Parse a hex relay id.
-fn parse_id(line: &str) -> Option<RelayId> {
-    let line = line.trim();
-    if line.len() != 64 {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(line.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(RelayId(id))
-}
-
-/// Persist the guard set.
-fn save_guards(dir: &Path, guards: &[RelayId]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let text: String = guards.iter().map(|g| format!("{}\n", g.to_hex())).collect();
-    std::fs::write(dir.join("guards"), text).with_context(|| format!("cannot write {}", dir.join("guards").display()))
+/// The per-user data directory used when none is given:
+/// `$XDG_DATA_HOME/lamina`, else `$HOME/.local/share/lamina`.
+fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))?;
+    Some(base.join("lamina"))
 }

@@ -52,7 +52,7 @@ pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
 }
 
 /// Whether two relays may share a circuit.
-fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
+pub(crate) fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
     a.hop.relay_id != b.hop.relay_id
         && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip())
         && !a.family.contains(&b.hop.relay_id)
@@ -60,7 +60,7 @@ fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
 }
 
 /// Pick one of `candidates` with probability proportional to bandwidth.
-fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
+pub(crate) fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
     let total: u64 = candidates.iter().map(|r| u64::from(r.bandwidth.max(1))).sum();
     if total == 0 {
         return None;
@@ -89,16 +89,36 @@ pub fn select_path<R: RngCore>(
     let exits: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
     let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit accepts the port"))?;
-    let guard_pool: Vec<&RelayInfo> =
-        usable.iter().copied().filter(|r| guards.contains(&r.hop.relay_id) && compatible(r, exit)).collect();
-    let guard_pool = if guard_pool.is_empty() {
-        usable.iter().copied().filter(|r| compatible(r, exit)).collect()
-    } else {
-        guard_pool
-    };
+    // With a guard set, the first hop never comes from outside it (spec
+    // §10.5); an empty set means no guard restriction (tools, tests).
+    let guard_pool: Vec<&RelayInfo> = usable
+        .iter()
+        .copied()
+        .filter(|r| (guards.is_empty() || guards.contains(&r.hop.relay_id)) && compatible(r, exit))
+        .collect();
     let guard = weighted(rng, &guard_pool).ok_or(ClientError::NoPath("no guard compatible with the exit"))?;
     let middles: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| compatible(r, exit) && compatible(r, guard)).collect();
+    let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
+    Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
+}
+
+/// Choose middle and exit for a circuit whose first hop is `guard` (chosen
+/// first, by the guard manager): both compatible with it and with each
+/// other (spec §10.5). `None` for `port`: any exit.
+pub fn select_path_through<R: RngCore>(
+    rng: &mut R,
+    relays: &[RelayInfo],
+    guard: &RelayInfo,
+    port: Option<u16>,
+    avoid: &[RelayId],
+) -> Result<Vec<HopSpec>, ClientError> {
+    let usable: Vec<&RelayInfo> =
+        relays.iter().filter(|r| !avoid.contains(&r.hop.relay_id) && compatible(r, guard)).collect();
+    let exits: Vec<&RelayInfo> =
+        usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
+    let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit for the port compatible with the guard"))?;
+    let middles: Vec<&RelayInfo> = usable.iter().copied().filter(|r| compatible(r, exit)).collect();
     let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
     Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
 }
@@ -178,5 +198,22 @@ mod tests {
         }
         let chosen = choose_guards(&mut rng, &relays, 3);
         assert_eq!(chosen.len(), 3);
+        // A guard set none of which fits: no path, never another first hop.
+        let guards = vec![RelayId([6; 32])];
+        assert!(select_path(&mut rng, &relays, &guards, Some(80), &[]).is_err());
+    }
+
+    #[test]
+    fn middle_and_exit_are_chosen_compatible_with_the_guard() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([3; 32]);
+        let mut relays: Vec<RelayInfo> = (1..=5).map(|i| relay(i, &format!("127.{i}.0.1"), i >= 4)).collect();
+        relays.push(relay(6, "127.1.0.9", true)); // exit in the guard's /16
+        let guard = relays[0].clone();
+        for _ in 0..100 {
+            let path = select_path_through(&mut rng, &relays, &guard, Some(80), &[]).unwrap();
+            assert_eq!(path[0].relay_id, guard.hop.relay_id);
+            assert_ne!(path[2].relay_id, RelayId([6; 32]), "never an exit in the guard's /16");
+            assert_ne!(path[1].relay_id, path[2].relay_id);
+        }
     }
 }
