@@ -1,6 +1,6 @@
 //! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by
 //! bandwidth; no relay twice; no two relays of a circuit in the same /16
-//! (IPv4) or /32 (IPv6) or declared family; the exit must accept the port;
+//! (IPv4) or /32 (IPv6) or mutual family; the exit must accept the port;
 //! the guard comes from the client's small persistent guard set.
 
 use std::net::IpAddr;
@@ -51,12 +51,16 @@ pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
     }
 }
 
+/// Whether two relays are one family: only when each lists the other
+/// (spec §10.7). A one-sided claim has no effect, so a relay cannot push
+/// honest relays out of circuits by naming them.
+pub fn same_family(a: &RelayInfo, b: &RelayInfo) -> bool {
+    a.family.contains(&b.hop.relay_id) && b.family.contains(&a.hop.relay_id)
+}
+
 /// Whether two relays may share a circuit.
 pub(crate) fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
-    a.hop.relay_id != b.hop.relay_id
-        && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip())
-        && !a.family.contains(&b.hop.relay_id)
-        && !b.family.contains(&a.hop.relay_id)
+    a.hop.relay_id != b.hop.relay_id && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip()) && !same_family(a, b)
 }
 
 /// Pick one of `candidates` with probability proportional to bandwidth.
@@ -175,10 +179,13 @@ mod tests {
         }
         relays[3].exit_ports = vec![(443, 443)];
         assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
-        // A family declared by relay 3 excludes relay 4 beside it; with
-        // only relays 1 and 2 (one /16) left for guard and middle, no path.
+        // A one-sided family claim by relay 3 has no effect...
         relays[3].exit_ports = vec![(1, 65535)];
         relays[2].family = vec![RelayId([4; 32])];
+        assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_ok());
+        // ...a mutual one excludes relay 4 beside it; with only relays 1
+        // and 2 (one /16) left for guard and middle, no path.
+        relays[3].family = vec![RelayId([3; 32])];
         assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
         relays.push(relay(5, "127.5.0.1", false));
         for _ in 0..50 {
