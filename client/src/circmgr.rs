@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::error::ClientError;
 use crate::guard::{BiasVerdict, GuardChoice, GuardParams, GuardSet};
 use crate::net::guard::{GuardLink, StreamEvent};
-use crate::path::{select_path_through, RelayInfo};
+use crate::path::{is_public, select_path_through, RelayInfo};
 
 /// A stream-isolation class: streams of different classes never share a
 /// circuit. `None` is the class of requests without credentials.
@@ -79,6 +79,16 @@ pub struct ClientConfig {
     pub create_rate: f64,
     /// CREATE burst towards one guard.
     pub create_burst: f64,
+    /// A local test network: relays at loopback and private addresses are
+    /// used. Without it such relays are left out of every path (spec §10.8).
+    pub test_network: bool,
+}
+
+impl ClientConfig {
+    /// The defaults, on a local test network (`--test-network`).
+    pub fn for_test_network() -> Self {
+        Self { test_network: true, ..Self::default() }
+    }
 }
 
 impl Default for ClientConfig {
@@ -98,6 +108,7 @@ impl Default for ClientConfig {
             streams_per_circuit: MAX_STREAMS_PER_CIRCUIT,
             create_rate: 8.0,
             create_burst: 150.0,
+            test_network: false,
         }
     }
 }
@@ -170,6 +181,22 @@ pub enum PathPlan {
     Path(Vec<HopSpec>),
     /// Every primary guard is down: wait this long, then ask again.
     WaitForGuard(Duration),
+}
+
+/// Leave out relays at addresses that are not publicly routable, unless on
+/// a local test network (spec §10.8).
+fn admit_addresses(mut relays: Vec<RelayInfo>, test_network: bool) -> Vec<RelayInfo> {
+    if !test_network {
+        let before = relays.len();
+        relays.retain(|r| is_public(r.hop.addr.ip()));
+        if relays.len() < before {
+            warn!(
+                left_out = before - relays.len(),
+                "relays at non-public addresses are not used (pass --test-network on a local test network)"
+            );
+        }
+    }
+    relays
 }
 
 /// Milliseconds since the Unix epoch (the guard manager's clock).
@@ -340,6 +367,7 @@ impl Client {
     /// is read from `config.guard_file` if there is one, else starts from
     /// `guards` (may be empty), and is topped up from the directory.
     pub fn new(config: ClientConfig, relays: Vec<RelayInfo>, guards: Vec<RelayId>) -> Self {
+        let relays = admit_addresses(relays, config.test_network);
         let mut params = config.guard_params;
         params.primary = config.guards.max(1);
         params.retry_ms = u64::try_from(config.avoid_for.as_millis()).unwrap_or(u64::MAX);
@@ -370,6 +398,7 @@ impl Client {
     /// Replace the directory (after a refresh): guards that left it are not
     /// used and are replaced in the sample.
     pub fn set_relays(&self, relays: Vec<RelayInfo>) {
+        let relays = admit_addresses(relays, self.inner.config.test_network);
         {
             let mut state = self.lock();
             if let Ok(mut rng) = ChaCha20Rng::from_rng(rand_core::OsRng) {

@@ -66,6 +66,10 @@ struct ProxyArgs {
     /// Seconds a SOCKS client has to complete its handshake (default 10).
     #[arg(long, value_name = "SECS")]
     socks_handshake_timeout: Option<u64>,
+    /// A local test network: use relays at loopback and private addresses
+    /// (without it they are left out of every path).
+    #[arg(long)]
+    test_network: bool,
 }
 
 /// `dir` flags.
@@ -103,6 +107,8 @@ struct FileConfig {
     socks_max_connections: Option<usize>,
     /// SOCKS handshake time-out in seconds.
     socks_handshake_timeout_secs: Option<u64>,
+    /// A local test network.
+    test_network: Option<bool>,
 }
 
 /// Parse, set up logging, run.
@@ -184,7 +190,11 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         hex(&directory.snapshot.root)
     );
     // The guard sample persists in the data directory (spec §10.5).
-    let config = ClientConfig { guard_file: data_dir.as_ref().map(|d| d.join("guards")), ..ClientConfig::default() };
+    let config = ClientConfig {
+        guard_file: data_dir.as_ref().map(|d| d.join("guards")),
+        test_network: args.test_network || file.test_network.unwrap_or(false),
+        ..ClientConfig::default()
+    };
     let client = Client::new(config, directory.relays(), Vec::new());
     let listener = TcpListener::bind(socks).await.with_context(|| format!("cannot listen for SOCKS on {socks}"))?;
     let addr = listener.local_addr()?;

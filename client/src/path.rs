@@ -37,6 +37,43 @@ impl RelayInfo {
     }
 }
 
+/// Whether `ip` is publicly routable: not loopback, private, shared,
+/// link-local, documentation, benchmarking, multicast, reserved or
+/// unspecified (IPv4-mapped IPv6 is judged as IPv4). Relays elsewhere are
+/// used only on a local test network (spec §10.8).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(o[0] == 0
+                || o[0] == 10
+                || o[0] == 127
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 169 && o[1] == 254)
+                || (o[0] == 172 && (16..32).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && (o[2] == 0 || o[2] == 2))
+                || (o[0] == 192 && o[1] == 168)
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 198 && o[1] == 51 && o[2] == 100)
+                || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+                || o[0] >= 224)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || s[0] & 0xff00 == 0xff00
+                || s[0] & 0xfe00 == 0xfc00
+                || s[0] & 0xffc0 == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0))
+        }
+    }
+}
+
 /// The network block a relay's address belongs to (/16 or /32).
 pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
     match ip {
@@ -208,6 +245,36 @@ mod tests {
         // A guard set none of which fits: no path, never another first hop.
         let guards = vec![RelayId([6; 32])];
         assert!(select_path(&mut rng, &relays, &guards, Some(80), &[]).is_err());
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for ip in ["8.8.8.8", "1.1.1.1", "2a00:1450::1", "100.128.0.1", "172.32.0.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.1.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "192.0.2.1",
+            "198.18.0.1",
+            "203.0.113.9",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

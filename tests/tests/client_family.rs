@@ -38,7 +38,8 @@ async fn three_relays(base: usize, families: [Vec<usize>; 3]) -> (Vec<RelayHandl
     }
     let seeds: Vec<_> = handles.iter().map(|h| h.addr).collect();
     let infos = wait_for_directory(&seeds, 3).await.expect("directory").relays();
-    let config = ClientConfig { prebuilt: 0, build_timeout: Duration::from_secs(2), ..ClientConfig::default() };
+    let config =
+        ClientConfig { prebuilt: 0, build_timeout: Duration::from_secs(2), ..ClientConfig::for_test_network() };
     (handles, Client::new(config, infos, Vec::new()))
 }
 

@@ -54,7 +54,7 @@ fn config(guard_file: PathBuf) -> ClientConfig {
         avoid_for: Duration::from_millis(300),
         build_timeout: Duration::from_secs(2),
         guard_file: Some(guard_file),
-        ..ClientConfig::default()
+        ..ClientConfig::for_test_network()
     }
 }
 

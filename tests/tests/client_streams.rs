@@ -90,7 +90,7 @@ async fn a_class_is_bounded_in_circuits_and_creates_are_paced() {
         max_circuits_per_class: 2,
         create_rate: 4.0,
         create_burst: 1.0,
-        ..ClientConfig::default()
+        ..ClientConfig::for_test_network()
     };
     let client = Client::new(config, net.infos.clone(), Vec::new());
     let target = lamina_proto::msg::Target::Ip("127.0.0.1".parse().unwrap());
