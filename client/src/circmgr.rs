@@ -849,6 +849,35 @@ impl std::fmt::Debug for PumpOptions {
     }
 }
 
+/// Copy the application's bytes to the stream; at its EOF half-close the
+/// stream and say so on `half_closed`; on an error end the stream.
+async fn upload(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    link: GuardLink,
+    circ: CircId,
+    stream: StreamId,
+    half_closed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            // EOF: half-close, the reply keeps flowing (spec §7.5).
+            Ok(0) => {
+                link.half_close(circ, stream).await;
+                let _ = half_closed.send(());
+                return;
+            }
+            Err(_) => break,
+            Ok(n) => {
+                if link.send(circ, stream, buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    link.end(circ, stream).await;
+}
+
 /// Sleep for `limit`, or forever when there is none.
 async fn sleep_or_forever(limit: Option<Duration>) {
     match limit {
@@ -874,29 +903,9 @@ impl ClientStream {
     /// reply byte comes for `options.half_closed_idle` (spec §10.4).
     pub async fn pump_with(mut self, socket: TcpStream, mut options: PumpOptions) {
         let (link, circ, stream) = (self.link.clone(), self.circ, self.stream);
-        let (mut reader, mut writer) = socket.into_split();
-        let up_link = link.clone();
+        let (reader, mut writer) = socket.into_split();
         let (half_closed_tx, mut half_closed) = tokio::sync::oneshot::channel::<()>();
-        let upload = tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match reader.read(&mut buf).await {
-                    // EOF: half-close, the reply keeps flowing (spec §7.5).
-                    Ok(0) => {
-                        up_link.half_close(circ, stream).await;
-                        let _ = half_closed_tx.send(());
-                        return;
-                    }
-                    Err(_) => break,
-                    Ok(n) => {
-                        if up_link.send(circ, stream, buf[..n].to_vec()).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            up_link.end(circ, stream).await;
-        });
+        let upload = tokio::spawn(upload(reader, link.clone(), circ, stream, half_closed_tx));
         let mut batch = Vec::with_capacity(256 * 1024);
         let mut ended = false;
         let mut idle_limit: Option<Duration> = None;
@@ -938,10 +947,13 @@ impl ClientStream {
                 }
             }
             if !batch.is_empty() {
-                if writer.write_all(&batch).await.is_err() {
+                let written = writer.write_all(&batch).await;
+                // Counted as consumed even when the application is gone:
+                // the circuit's credit must come back either way.
+                link.consumed(circ, stream, cells).await;
+                if written.is_err() {
                     break;
                 }
-                link.consumed(circ, stream, cells).await;
             }
             if ended {
                 break;
@@ -949,7 +961,24 @@ impl ClientStream {
         }
         let _ = writer.shutdown().await;
         upload.abort();
+        self.release_undelivered().await;
         link.end(circ, stream).await;
+    }
+
+    /// Cells already delivered to us but never written (the application
+    /// went away) still count as consumed, so their circuit credit is
+    /// returned before the stream ends (issue 10: aborted downloads must
+    /// not stall their circuit).
+    async fn release_undelivered(&mut self) {
+        let mut undelivered = 0u32;
+        while let Ok(ev) = self.events.try_recv() {
+            if matches!(ev, StreamEvent::Data(_)) {
+                undelivered = undelivered.saturating_add(1);
+            }
+        }
+        if undelivered > 0 {
+            self.link.consumed(self.circ, self.stream, undelivered).await;
+        }
     }
 
     /// Read the next chunk of stream bytes (for library users); `None` at the end.
