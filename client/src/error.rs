@@ -45,6 +45,10 @@ pub enum ClientError {
     /// The directory could not be obtained or verified.
     #[error("directory: {0}")]
     Directory(String),
+    /// A local bound is reached (circuits per class, CREATE pacing); the
+    /// request is refused rather than growing a table (spec §10.2).
+    #[error("busy: {0}")]
+    Busy(&'static str),
     /// A local bug.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -4,9 +4,10 @@
 pub mod circmgr;
 pub mod dir;
 pub mod error;
+pub mod guard;
 pub mod net;
 pub mod path;
 pub mod socks;
 
-pub use circmgr::{Client, ClientConfig, ClientStream, Isolation};
+pub use circmgr::{Client, ClientConfig, ClientStream, Isolation, PathPlan, PumpOptions};
 pub use error::ClientError;

@@ -2,7 +2,7 @@
 //! library's (STYLE.md P2).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use lamina_client::dir::{
     advance_chain, bootstrap_seeds, fetch_from, hex, load_cache, save_cache, warn_if_stale, DirParams, Directory,
 };
+use lamina_client::net::socks_listener::SocksSettings;
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
 use lamina_directory::statement::ChainHead;
@@ -64,6 +65,17 @@ struct ProxyArgs {
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Most SOCKS connections at once (default 1024); when full, the oldest
+    /// connection still in its SOCKS handshake is dropped for a new one.
+    #[arg(long, value_name = "N")]
+    socks_max_connections: Option<usize>,
+    /// Seconds a SOCKS client has to complete its handshake (default 10).
+    #[arg(long, value_name = "SECS")]
+    socks_handshake_timeout: Option<u64>,
+    /// A local test network: use relays at loopback and private addresses
+    /// (without it they are left out of every path).
+    #[arg(long)]
+    test_network: bool,
 }
 
 /// `dir` flags.
@@ -101,6 +113,12 @@ struct FileConfig {
     pow_bits: Option<u8>,
     /// Directory epoch in seconds.
     epoch_secs: Option<u64>,
+    /// Most SOCKS connections at once.
+    socks_max_connections: Option<usize>,
+    /// SOCKS handshake time-out in seconds.
+    socks_handshake_timeout_secs: Option<u64>,
+    /// A local test network.
+    test_network: Option<bool>,
 }
 
 /// Parse, set up logging, run.
@@ -140,6 +158,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let socks = args.socks.or(file.socks).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9050)));
+    let socks_settings = socks_settings(&args, &file)?;
     let seeds: Vec<Seed> =
         if args.seeds.is_empty() { file.seeds.into_iter().map(Seed::unpinned).collect() } else { args.seeds };
     for seed in seeds.iter().filter(|s| s.id.is_none()) {
@@ -151,7 +170,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         socks.ip().is_loopback() || allow_remote,
         "refusing to listen for SOCKS on non-loopback {socks}: pass --allow-remote-socks if you mean it"
     );
-    let data_dir = args.data_dir.or(file.data_dir);
+    let data_dir = args.data_dir.or(file.data_dir).or_else(default_data_dir);
     let epoch_secs = args.epoch_secs.or(file.epoch_secs).unwrap_or(3600);
     let params = DirParams {
         pow_bits: args.pow_bits.or(file.pow_bits).unwrap_or(DirParams::default().pow_bits),
@@ -185,11 +204,13 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         directory.snapshot.descriptors.len(),
         hex(&directory.snapshot.root)
     );
-    let guards = data_dir.as_deref().map(load_guards).unwrap_or_default();
-    let client = Client::new(ClientConfig::default(), directory.relays(), guards);
-    if let Some(dir) = &data_dir {
-        save_guards(dir, &client.guards())?;
-    }
+    // The guard sample persists in the data directory (spec §10.5).
+    let config = ClientConfig {
+        guard_file: data_dir.as_ref().map(|d| d.join("guards")),
+        test_network: args.test_network || file.test_network.unwrap_or(false),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(config, directory.relays(), Vec::new());
     let listener = TcpListener::bind(socks).await.with_context(|| format!("cannot listen for SOCKS on {socks}"))?;
     let addr = listener.local_addr()?;
     info!("Bootstrapped 75%: building circuits");
@@ -200,7 +221,8 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         println!("ready: socks5://{addr}");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let serve = tokio::spawn(lamina_client::net::socks_listener::serve(client.clone(), listener, stopped));
+    let serve =
+        tokio::spawn(lamina_client::net::socks_listener::serve_with(client.clone(), listener, stopped, socks_settings));
     let held = (directory.snapshot.epoch, epoch_secs, advance_chain(None, &directory));
     let refresher = tokio::spawn(refresh(client.clone(), seeds, params, held, data_dir.clone()));
     tokio::signal::ctrl_c().await?;
@@ -209,6 +231,20 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     refresher.abort();
     let _ = serve.await;
     Ok(())
+}
+
+/// The SOCKS front settings from flags, else the file, else defaults.
+fn socks_settings(args: &ProxyArgs, file: &FileConfig) -> anyhow::Result<SocksSettings> {
+    let mut settings = SocksSettings::default();
+    if let Some(max) = args.socks_max_connections.or(file.socks_max_connections) {
+        anyhow::ensure!(max > 0, "--socks-max-connections must be at least 1");
+        settings.max_connections = max;
+    }
+    if let Some(secs) = args.socks_handshake_timeout.or(file.socks_handshake_timeout_secs) {
+        anyhow::ensure!(secs > 0, "--socks-handshake-timeout must be at least 1 second");
+        settings.handshake_timeout = Duration::from_secs(secs);
+    }
+    Ok(settings)
 }
 
 /// Re-fetch the directory once per epoch at a random point of the first
@@ -326,28 +362,12 @@ fn flags(r: &lamina_client::path::RelayInfo) -> Vec<&'static str> {
     f
 }
 
-/// Read the guard set (hex relay ids, one per line).
-fn load_guards(dir: &Path) -> Vec<RelayId> {
-    let Ok(text) = std::fs::read_to_string(dir.join("guards")) else { return Vec::new() };
-    text.lines().filter_map(parse_id).take(16).collect()
-}
-
-/// Parse a hex relay id.
-fn parse_id(line: &str) -> Option<RelayId> {
-    let line = line.trim();
-    if line.len() != 64 {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(line.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(RelayId(id))
-}
-
-/// Persist the guard set.
-fn save_guards(dir: &Path, guards: &[RelayId]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let text: String = guards.iter().map(|g| format!("{}\n", g.to_hex())).collect();
-    std::fs::write(dir.join("guards"), text).with_context(|| format!("cannot write {}", dir.join("guards").display()))
+/// The per-user data directory used when none is given:
+/// `$XDG_DATA_HOME/lamina`, else `$HOME/.local/share/lamina`.
+fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share")))?;
+    Some(base.join("lamina"))
 }

@@ -1,6 +1,6 @@
 //! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by
 //! bandwidth; no relay twice; no two relays of a circuit in the same /16
-//! (IPv4) or /32 (IPv6) or declared family; the exit must accept the port;
+//! (IPv4) or /32 (IPv6) or mutual family; the exit must accept the port;
 //! the guard comes from the client's small persistent guard set.
 
 use std::net::IpAddr;
@@ -37,6 +37,43 @@ impl RelayInfo {
     }
 }
 
+/// Whether `ip` is publicly routable: not loopback, private, shared,
+/// link-local, documentation, benchmarking, multicast, reserved or
+/// unspecified (IPv4-mapped IPv6 is judged as IPv4). Relays elsewhere are
+/// used only on a local test network (spec §10.8).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(o[0] == 0
+                || o[0] == 10
+                || o[0] == 127
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 169 && o[1] == 254)
+                || (o[0] == 172 && (16..32).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && (o[2] == 0 || o[2] == 2))
+                || (o[0] == 192 && o[1] == 168)
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 198 && o[1] == 51 && o[2] == 100)
+                || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+                || o[0] >= 224)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || s[0] & 0xff00 == 0xff00
+                || s[0] & 0xfe00 == 0xfc00
+                || s[0] & 0xffc0 == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0))
+        }
+    }
+}
+
 /// The network block a relay's address belongs to (/16 or /32).
 pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
     match ip {
@@ -51,16 +88,20 @@ pub fn net_block(ip: IpAddr) -> (u8, [u8; 4]) {
     }
 }
 
+/// Whether two relays are one family: only when each lists the other
+/// (spec §10.7). A one-sided claim has no effect, so a relay cannot push
+/// honest relays out of circuits by naming them.
+pub fn same_family(a: &RelayInfo, b: &RelayInfo) -> bool {
+    a.family.contains(&b.hop.relay_id) && b.family.contains(&a.hop.relay_id)
+}
+
 /// Whether two relays may share a circuit.
-fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
-    a.hop.relay_id != b.hop.relay_id
-        && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip())
-        && !a.family.contains(&b.hop.relay_id)
-        && !b.family.contains(&a.hop.relay_id)
+pub(crate) fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
+    a.hop.relay_id != b.hop.relay_id && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip()) && !same_family(a, b)
 }
 
 /// Pick one of `candidates` with probability proportional to bandwidth.
-fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
+pub(crate) fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
     let total: u64 = candidates.iter().map(|r| u64::from(r.bandwidth.max(1))).sum();
     if total == 0 {
         return None;
@@ -89,16 +130,36 @@ pub fn select_path<R: RngCore>(
     let exits: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
     let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit accepts the port"))?;
-    let guard_pool: Vec<&RelayInfo> =
-        usable.iter().copied().filter(|r| guards.contains(&r.hop.relay_id) && compatible(r, exit)).collect();
-    let guard_pool = if guard_pool.is_empty() {
-        usable.iter().copied().filter(|r| compatible(r, exit)).collect()
-    } else {
-        guard_pool
-    };
+    // With a guard set, the first hop never comes from outside it (spec
+    // §10.5); an empty set means no guard restriction (tools, tests).
+    let guard_pool: Vec<&RelayInfo> = usable
+        .iter()
+        .copied()
+        .filter(|r| (guards.is_empty() || guards.contains(&r.hop.relay_id)) && compatible(r, exit))
+        .collect();
     let guard = weighted(rng, &guard_pool).ok_or(ClientError::NoPath("no guard compatible with the exit"))?;
     let middles: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| compatible(r, exit) && compatible(r, guard)).collect();
+    let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
+    Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
+}
+
+/// Choose middle and exit for a circuit whose first hop is `guard` (chosen
+/// first, by the guard manager): both compatible with it and with each
+/// other (spec §10.5). `None` for `port`: any exit.
+pub fn select_path_through<R: RngCore>(
+    rng: &mut R,
+    relays: &[RelayInfo],
+    guard: &RelayInfo,
+    port: Option<u16>,
+    avoid: &[RelayId],
+) -> Result<Vec<HopSpec>, ClientError> {
+    let usable: Vec<&RelayInfo> =
+        relays.iter().filter(|r| !avoid.contains(&r.hop.relay_id) && compatible(r, guard)).collect();
+    let exits: Vec<&RelayInfo> =
+        usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
+    let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit for the port compatible with the guard"))?;
+    let middles: Vec<&RelayInfo> = usable.iter().copied().filter(|r| compatible(r, exit)).collect();
     let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
     Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
 }
@@ -155,10 +216,13 @@ mod tests {
         }
         relays[3].exit_ports = vec![(443, 443)];
         assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
-        // A family declared by relay 3 excludes relay 4 beside it; with
-        // only relays 1 and 2 (one /16) left for guard and middle, no path.
+        // A one-sided family claim by relay 3 has no effect...
         relays[3].exit_ports = vec![(1, 65535)];
         relays[2].family = vec![RelayId([4; 32])];
+        assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_ok());
+        // ...a mutual one excludes relay 4 beside it; with only relays 1
+        // and 2 (one /16) left for guard and middle, no path.
+        relays[3].family = vec![RelayId([3; 32])];
         assert!(select_path(&mut rng, &relays, &[], Some(80), &[]).is_err());
         relays.push(relay(5, "127.5.0.1", false));
         for _ in 0..50 {
@@ -178,5 +242,52 @@ mod tests {
         }
         let chosen = choose_guards(&mut rng, &relays, 3);
         assert_eq!(chosen.len(), 3);
+        // A guard set none of which fits: no path, never another first hop.
+        let guards = vec![RelayId([6; 32])];
+        assert!(select_path(&mut rng, &relays, &guards, Some(80), &[]).is_err());
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for ip in ["8.8.8.8", "1.1.1.1", "2a00:1450::1", "100.128.0.1", "172.32.0.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.1.0.1",
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "192.0.2.1",
+            "198.18.0.1",
+            "203.0.113.9",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn middle_and_exit_are_chosen_compatible_with_the_guard() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([3; 32]);
+        let mut relays: Vec<RelayInfo> = (1..=5).map(|i| relay(i, &format!("127.{i}.0.1"), i >= 4)).collect();
+        relays.push(relay(6, "127.1.0.9", true)); // exit in the guard's /16
+        let guard = relays[0].clone();
+        for _ in 0..100 {
+            let path = select_path_through(&mut rng, &relays, &guard, Some(80), &[]).unwrap();
+            assert_eq!(path[0].relay_id, guard.hop.relay_id);
+            assert_ne!(path[2].relay_id, RelayId([6; 32]), "never an exit in the guard's /16");
+            assert_ne!(path[1].relay_id, path[2].relay_id);
+        }
     }
 }

@@ -35,6 +35,9 @@ pub struct FileConfig {
     pub pow_bits: Option<u8>,
     /// Directory epoch length in seconds.
     pub epoch_secs: Option<u64>,
+    /// Declared family members (hex relay ids).
+    #[serde(default)]
+    pub family: Vec<String>,
 }
 
 /// Why the configuration is unusable.
@@ -62,6 +65,35 @@ pub enum ConfigError {
     /// A required setting is missing.
     #[error("missing setting: {0} (give the flag or put it in the config file)")]
     Missing(&'static str),
+    /// A `--family` member is not a relay id, or there are too many.
+    #[error("--family: {0}")]
+    Family(String),
+}
+
+/// Parse `--family` members (64-digit hex relay ids; the relay's own id is
+/// dropped, duplicates merged); at most the descriptor's limit.
+pub fn parse_family(
+    items: &[String],
+    own: &lamina_crypto::keys::RelayId,
+) -> Result<Vec<lamina_crypto::keys::RelayId>, ConfigError> {
+    let mut family = Vec::new();
+    for item in items.iter().map(|i| i.trim()).filter(|i| !i.is_empty()) {
+        let bytes: Option<Vec<u8>> = (0..item.len() / 2)
+            .map(|i| item.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect();
+        let id = bytes
+            .filter(|b| item.len() == 64 && b.len() == 32)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(lamina_crypto::keys::RelayId)
+            .ok_or_else(|| ConfigError::Family(format!("not a 64-digit hex relay id: {item}")))?;
+        if id != *own && !family.contains(&id) {
+            family.push(id);
+        }
+    }
+    if family.len() > lamina_directory::descriptor::MAX_FAMILY {
+        return Err(ConfigError::Family(format!("at most {} members", lamina_directory::descriptor::MAX_FAMILY)));
+    }
+    Ok(family)
 }
 
 /// Read and parse a TOML config file.
@@ -110,6 +142,17 @@ mod tests {
         let custom = exit_policy(false, Some("accept 127.0.0.0/8:*, reject *:*"), &own).unwrap();
         assert!(custom.allows("127.0.0.1".parse().unwrap(), 80));
         assert!(exit_policy(false, Some("bogus"), &own).is_err());
+    }
+
+    #[test]
+    fn family_members_are_hex_ids_bounded() {
+        let own = lamina_crypto::keys::RelayId([1; 32]);
+        let a = lamina_crypto::keys::RelayId([0xab; 32]);
+        let items = vec![a.to_hex(), own.to_hex(), a.to_hex(), String::new()];
+        assert_eq!(parse_family(&items, &own).unwrap(), vec![a]);
+        assert!(parse_family(&["xyz".into()], &own).is_err());
+        let many: Vec<String> = (2..=10u8).map(|i| lamina_crypto::keys::RelayId([i; 32]).to_hex()).collect();
+        assert!(parse_family(&many, &own).is_err());
     }
 
     #[test]

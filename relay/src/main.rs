@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lamina_relay::config::{exit_policy, exit_summary, read_file, ConfigError, FileConfig};
+use lamina_relay::config::{exit_policy, exit_summary, parse_family, read_file, ConfigError, FileConfig};
 use lamina_relay::keys::RelayKeys;
 use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
@@ -57,6 +57,10 @@ struct Args {
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Relays run by the same operator (hex relay ids, comma-separated, at
+    /// most 8); a family counts only where every member lists the others.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    family: Vec<String>,
 }
 
 /// Parse flags, set up logging, run the relay.
@@ -128,7 +132,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         advertised: listen,
         bandwidth_kbps: args.bandwidth.or(file.bandwidth).unwrap_or(1000),
         exit: exit_summary(&policy),
-        family: Vec::new(),
+        family: parse_family(
+            if args.family.is_empty() { &file.family } else { &args.family },
+            &keys.identity.relay_id(),
+        )?,
         state_file: Some(data_dir.join("descriptors.bin")),
     };
     let relay = lamina_relay::spawn_with_directory(listener, keys, policy, net, Some(settings))?;

@@ -27,7 +27,7 @@ done
 for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:18080/ && break; sleep 0.1; done
 start=$(date +%s%N)
 "$BIN/lamina-client" proxy --socks 127.0.0.1:19055 --seed 127.60.0.1:9001 --seed 127.62.0.1:9001 \
-    --seed 127.64.0.1:9001 --data-dir "$WORK/client" >"$WORK/client.out" 2>"$WORK/client.log" &
+    --seed 127.64.0.1:9001 --test-network --data-dir "$WORK/client" >"$WORK/client.out" 2>"$WORK/client.log" &
 PIDS+=($!)
 for _ in $(seq 1 600); do grep -q ready "$WORK/client.out" && break; sleep 0.05; done
 echo "proxy: $(cat "$WORK/client.out") after $(( ($(date +%s%N) - start) / 1000000 )) ms (from proxy start)"

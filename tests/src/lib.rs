@@ -125,7 +125,7 @@ impl TestNet {
         let seeds: Vec<SocketAddr> = handles.iter().take(3).map(|h| h.addr).collect();
         let directory = wait_for_directory(&seeds, relays).await?;
         let infos = directory.relays();
-        let client = Client::new(ClientConfig::default(), infos.clone(), Vec::new());
+        let client = Client::new(ClientConfig::for_test_network(), infos.clone(), Vec::new());
         let listener = TcpListener::bind(socks).await?;
         let socks_addr = listener.local_addr()?;
         let (socks_shutdown, rx) = watch::channel(false);

@@ -185,7 +185,8 @@ async fn retired_circuits_leave_the_pool_and_close_when_idle() {
     use lamina_client::{Client, ClientConfig};
     let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (echo, echo_task) = serve_echo("127.0.0.1".parse().unwrap()).await;
-    let config = ClientConfig { max_dirtiness: Duration::from_millis(100), prebuilt: 1, ..ClientConfig::default() };
+    let config =
+        ClientConfig { max_dirtiness: Duration::from_millis(100), prebuilt: 1, ..ClientConfig::for_test_network() };
     let client = Client::new(config, net.infos.clone(), Vec::new());
     assert!(client.ensure_prebuilt().await > 0);
     let target = lamina_proto::msg::Target::Ip("127.0.0.1".parse().unwrap());
