@@ -12,7 +12,6 @@ use lamina_client::dir::{
 };
 use lamina_client::net::socks_listener::SocksSettings;
 use lamina_client::{Client, ClientConfig};
-use lamina_crypto::keys::RelayId;
 use lamina_directory::statement::ChainHead;
 use lamina_directory::{Epoch, Seed};
 use serde::Deserialize;
