@@ -176,7 +176,7 @@ impl Client {
     pub fn new(config: ClientConfig, relays: Vec<RelayInfo>, guards: Vec<RelayId>) -> Self {
         let mut state = State { relays, guards, ..State::default() };
         if state.guards.is_empty() {
-            let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
+            let mut rng = rand_core::OsRng; // Fail closed (review M-4): no fixed seed.
             state.guards = choose_guards(&mut rng, &state.relays, config.guards);
         }
         Self {

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::listener::{connect_relay, connect_seed};
+use super::registry::KnownRelay;
 use super::registry::RelayContext;
 
 /// Capacity of the directory task's inbox.
@@ -336,6 +337,15 @@ impl DirectoryTask {
         }
         let known = self.engine.store().len();
         self.ctx.metrics.directory_relays.set(known as u64);
+        // The link tasks check EXTENDs and relay privileges against this
+        // view of the verified store (spec §13.3).
+        let store = self.engine.store();
+        self.ctx.publish_directory(known, || {
+            store
+                .iter()
+                .map(|d| (d.id(), KnownRelay { link_key: d.link_key(), addrs: d.addresses().to_vec() }))
+                .collect()
+        });
         // Joined: we know relays besides ourselves (or we are the first).
         if !self.bootstrapped && (known > 1 || self.settings.seeds.is_empty()) {
             self.bootstrapped = true;

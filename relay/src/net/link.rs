@@ -17,8 +17,8 @@ use lamina_proto::circuit::relay::{HopKeysRef, LinkId, RelayAction, RelayCircuit
 use lamina_proto::error::{CircuitError, Fault};
 use lamina_proto::link::{LinkReceiver, LinkSender, PeerIdentity, MAX_BATCH_CELLS};
 use lamina_proto::msg::{EndReason, StreamId};
-use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -28,6 +28,7 @@ use tracing::{debug, trace, warn};
 use lamina_proto::dirlink::Reassembler;
 
 use super::directory::DirCmd;
+use super::listener::{os_rng, LinkParts, LinkSetupError};
 use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
 use crate::net::exit;
 
@@ -41,12 +42,12 @@ const READ_BUF: usize = 256 * 1024;
 pub fn start_link(
     ctx: &Arc<RelayContext>,
     stream: TcpStream,
-    sender: LinkSender,
-    receiver: LinkReceiver,
-    leftover: Vec<u8>,
-    peer: PeerIdentity,
+    parts: LinkParts,
     we_initiated: bool,
-) -> (LinkId, LinkHandle) {
+) -> Result<(LinkId, LinkHandle), LinkSetupError> {
+    let LinkParts { sender, receiver, peer, peer_key, leftover } = parts;
+    // Fail closed without OS randomness (review M-4): no constant seed.
+    let rng = os_rng()?;
     let id = ctx.allocate_link_id();
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_CAPACITY);
@@ -55,34 +56,33 @@ pub fn start_link(
         PeerIdentity::Relay(id) => Some(id),
         PeerIdentity::Anonymous => None,
     };
-    ctx.register(id, handle.clone(), peer_relay);
+    // Registered by the identity its certificate proved, with that key.
+    ctx.register(id, handle.clone(), peer_relay.zip(peer_key));
     ctx.metrics.links_open.inc();
     let remote = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let client_ip = match peer {
-        PeerIdentity::Anonymous => Some(remote.ip()),
-        PeerIdentity::Relay(_) => None,
-    };
     if let (Some(relay), Some(dir)) = (peer_relay, &ctx.dir_inbox) {
         let _ = dir.try_send(DirCmd::LinkUp { relay, addr: remote, outbound: we_initiated });
     }
     let (read_half, write_half) = stream.into_split();
-    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx));
+    let (writer_stop, stopped) = oneshot::channel();
+    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx, stopped));
     let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
     let task = LinkTask {
         ctx: Arc::clone(ctx),
         id,
         table,
-        rng: ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([0; 32])),
+        rng,
         own: handle.clone(),
         cache: HashMap::new(),
         streams: HashMap::new(),
-        client_ip,
+        pending_opens: HashMap::new(),
         peer_relay,
         remote,
         dir_reassembler: Reassembler::new(),
+        _writer_stop: writer_stop,
     };
     tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
-    (id, handle)
+    Ok((id, handle))
 }
 
 /// An exit stream as the link task tracks it.
@@ -94,6 +94,9 @@ struct ExitStream {
     pending: Option<Pending>,
     /// The destination closed; end the stream once `pending` is sent.
     eof: bool,
+    /// Dropped with the stream: stops the destination reader, so the
+    /// destination socket is closed when the stream ends (spec §13.5).
+    _cancel: oneshot::Sender<()>,
 }
 
 /// Destination bytes waiting for window.
@@ -122,15 +125,18 @@ struct LinkTask {
     cache: HashMap<LinkId, LinkHandle>,
     /// Exit streams of circuits owned here.
     streams: HashMap<(CircId, StreamId), ExitStream>,
-    /// The peer's IP if it is a client (CREATE rate limit applies), `None`
-    /// for relays.
-    client_ip: Option<std::net::IpAddr>,
-    /// The peer relay, if the link is authenticated as one.
+    /// Exit streams still resolving or connecting, per circuit (review L-10).
+    pending_opens: HashMap<CircId, usize>,
+    /// The peer relay, if the link is authenticated as one (relay
+    /// treatment also needs it listed in the verified directory, M-2).
     peer_relay: Option<lamina_crypto::keys::RelayId>,
     /// The remote socket address.
     remote: std::net::SocketAddr,
     /// Reassembles directory messages (spec §2.6).
     dir_reassembler: Reassembler,
+    /// Dropped when this task ends: stops the writer task even while other
+    /// links still hold a handle to it (no CLOSE-WAIT socket, spec §13.5).
+    _writer_stop: oneshot::Sender<()>,
 }
 
 impl LinkTask {
@@ -147,8 +153,28 @@ impl LinkTask {
         buf.extend_from_slice(&leftover);
         let mut alive = self.handle_bytes(&mut receiver, &mut buf);
         self.flush().await;
+        let anonymous = self.peer_relay.is_none();
+        let idle_limit = self.ctx.config.idle_link_timeout;
+        let mut ticks = tokio::time::interval((idle_limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_since: Option<Instant> = None;
         while alive {
             tokio::select! {
+                _ = ticks.tick() => {
+                    // Forget handles of links that ended (they would keep
+                    // nothing alive, but the cache must stay bounded).
+                    self.cache.retain(|_, h| !h.inbox.is_closed());
+                    if self.table.circuit_count() > 0 || !self.streams.is_empty() {
+                        idle_since = None;
+                    } else if anonymous {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= idle_limit {
+                            self.ctx.metrics.links_idle_closed.inc();
+                            debug!(link = self.id.0, "closing an idle anonymous link");
+                            alive = false;
+                        }
+                    }
+                },
                 cmd = inbox.recv() => match cmd {
                     Some(cmd) => self.handle_cmd(cmd),
                     None => alive = false,
@@ -232,7 +258,10 @@ impl LinkTask {
     /// One cell from the peer.
     fn handle_cell(&mut self, cell: Cell) {
         if cell.command == CellCommand::Create {
-            if self.client_ip.is_some_and(|ip| !self.ctx.take_create_token(ip)) {
+            // Relay treatment only for relays the verified directory lists
+            // (review M-2); any other peer is a client.
+            let listed = self.peer_relay.is_some_and(|r| self.ctx.is_listed(&r));
+            if !listed && !self.ctx.take_create_token(self.remote.ip()) {
                 self.ctx.metrics.creates_rate_limited.inc();
                 let _ = self.own.writer.try_send(vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
                 return;
@@ -297,14 +326,18 @@ impl LinkTask {
     /// Commands about exit streams.
     fn handle_stream_cmd(&mut self, cmd: LinkCmd) -> Result<(), CircuitError> {
         match cmd {
-            LinkCmd::StreamConnected { circ, stream, addr, to_socket } => {
+            LinkCmd::StreamConnected { circ, stream, addr, to_socket, cancel } => {
+                self.open_finished(circ);
                 if self.table.stream_connected(circ, stream, addr).is_ok() {
-                    self.streams
-                        .insert((circ, stream), ExitStream { to_socket: Some(to_socket), pending: None, eof: false });
+                    let st = ExitStream { to_socket: Some(to_socket), pending: None, eof: false, _cancel: cancel };
+                    self.streams.insert((circ, stream), st);
                 }
                 Ok(())
             }
-            LinkCmd::StreamFailed { circ, stream, reason } => self.table.end_stream(circ, stream, reason),
+            LinkCmd::StreamFailed { circ, stream, reason } => {
+                self.open_finished(circ);
+                self.table.end_stream(circ, stream, reason)
+            }
             LinkCmd::StreamBytes { circ, stream, data, done } => {
                 let Some(st) = self.streams.get_mut(&(circ, stream)) else {
                     return Ok(());
@@ -326,6 +359,34 @@ impl LinkTask {
             }
             _ => Ok(()),
         }
+    }
+
+    /// An exit stream of `circ` finished resolving and connecting.
+    fn open_finished(&mut self, circ: CircId) {
+        if let Some(n) = self.pending_opens.get_mut(&circ) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending_opens.remove(&circ);
+            }
+        }
+    }
+
+    /// A BEGIN: open the exit stream unless too many are resolving or
+    /// connecting on this circuit or relay-wide (review L-10).
+    fn begin(&mut self, circ: CircId, stream: StreamId, target: lamina_proto::msg::Target, port: u16) {
+        let pending = self.pending_opens.get(&circ).copied().unwrap_or(0);
+        let permit = Arc::clone(&self.ctx.pending_streams).try_acquire_owned().ok();
+        let Some(permit) = permit.filter(|_| pending < self.ctx.config.max_pending_streams_per_circuit) else {
+            self.ctx.metrics.streams_failed.inc();
+            let _ = self.table.end_stream(circ, stream, EndReason::ResourceLimit);
+            return;
+        };
+        *self.pending_opens.entry(circ).or_insert(0) += 1;
+        let ctx = Arc::clone(&self.ctx);
+        let inbox = self.own.inbox.clone();
+        tokio::spawn(async move {
+            exit::open_stream(ctx, inbox, circ, stream, target, port, permit).await;
+        });
     }
 
     /// Package pending destination bytes as far as the windows allow; end
@@ -425,16 +486,7 @@ impl LinkTask {
                     self.own.clone(),
                 ));
             }
-            RelayAction::Begin { circ, stream, target, port } => {
-                tokio::spawn(exit::open_stream(
-                    Arc::clone(&self.ctx),
-                    self.own.inbox.clone(),
-                    circ,
-                    stream,
-                    target,
-                    port,
-                ));
-            }
+            RelayAction::Begin { circ, stream, target, port } => self.begin(circ, stream, target, port),
             RelayAction::BeginDir { circ, stream } => {
                 // The directory service is attached by the directory driver;
                 // without one, the stream is refused cleanly.
@@ -469,6 +521,7 @@ impl LinkTask {
             RelayAction::CircuitClosed { circ, next, reason } => {
                 self.ctx.metrics.circuits_closed.inc();
                 self.streams.retain(|(c, _), _| *c != circ);
+                self.pending_opens.remove(&circ);
                 if let Some(next) = next {
                     commands.push((next.link, LinkCmd::CloseOutbound { circ: next.circ, reason }));
                 }
@@ -480,8 +533,49 @@ impl LinkTask {
     }
 }
 
-/// Extend a circuit owned by `owner`: reuse or open a link to the next
-/// relay, open a circuit there, and report back (spec §7.6).
+/// Why an EXTEND is refused before any dialling (spec §13.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtendRefusal {
+    /// The relay names itself.
+    #[error("extend to ourselves")]
+    Ourselves,
+    /// The relay id is not in our verified directory.
+    #[error("extend to a relay not in our directory")]
+    Unknown,
+    /// The link key differs from the listed one.
+    #[error("extend with a link key that is not the listed one")]
+    WrongKey,
+    /// The address is not one the relay's descriptor lists.
+    #[error("extend to an address the relay does not list")]
+    WrongAddress,
+    /// A non-public address outside a test network.
+    #[error("extend to a non-public address outside a test network")]
+    NonPublic,
+}
+
+/// Check an EXTEND against our own verified directory (review H-1, M-1):
+/// the named relay must be listed with that link key and address, must not
+/// be us, and must be publicly routable unless this is a test network.
+pub fn check_extend(ctx: &RelayContext, extend: &lamina_proto::msg::Extend) -> Result<(), ExtendRefusal> {
+    if extend.relay_id == ctx.relay_id {
+        return Err(ExtendRefusal::Ourselves);
+    }
+    let known = ctx.known_relay(&extend.relay_id).ok_or(ExtendRefusal::Unknown)?;
+    if known.link_key != extend.link_key {
+        return Err(ExtendRefusal::WrongKey);
+    }
+    if !known.addrs.contains(&extend.addr) {
+        return Err(ExtendRefusal::WrongAddress);
+    }
+    if !ctx.config.test_network && !crate::exit_policy::is_public(extend.addr.ip()) {
+        return Err(ExtendRefusal::NonPublic);
+    }
+    Ok(())
+}
+
+/// Extend a circuit owned by `owner`: check the EXTEND against our
+/// directory, reuse a link proven to be the next relay's or open one, open
+/// a circuit there, and report back (spec §7.6, §13.3).
 async fn extend_circuit(
     ctx: Arc<RelayContext>,
     owner: Route,
@@ -489,7 +583,12 @@ async fn extend_circuit(
     owner_handle: LinkHandle,
 ) {
     let next = async {
-        let (link, handle) = match ctx.link_to(&extend.relay_id) {
+        if let Err(refusal) = check_extend(&ctx, &extend) {
+            ctx.metrics.extends_refused.inc();
+            debug!(link = owner.link.0, %refusal, "extend refused");
+            return None;
+        }
+        let (link, handle) = match ctx.link_to_key(&extend.relay_id, &extend.link_key) {
             Some(found) => found,
             None => super::listener::connect_relay(&ctx, extend.addr, extend.relay_id, extend.link_key).await.ok()?,
         };
@@ -507,14 +606,22 @@ async fn extend_circuit(
 }
 
 /// The writer task: gather queued cells, seal them in batches, write once.
+/// It ends when the reader task ends (`stopped`), even while other links
+/// still hold a handle to its queue.
 async fn writer_task(
     ctx: Arc<RelayContext>,
     mut socket: OwnedWriteHalf,
     mut sender: LinkSender,
     mut queue: mpsc::Receiver<Vec<Cell>>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
-    while let Some(mut cells) = queue.recv().await {
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            _ = &mut stopped => None,
+        };
+        let Some(mut cells) = next else { break };
         while cells.len() < WRITE_GATHER_CELLS {
             match queue.try_recv() {
                 Ok(more) => cells.extend(more),
@@ -525,7 +632,11 @@ async fn writer_task(
         if sender.seal_cells(&cells, &mut out).is_err() {
             return;
         }
-        if socket.write_all(&out).await.is_err() {
+        let written = tokio::select! {
+            written = socket.write_all(&out) => written.is_ok(),
+            _ = &mut stopped => false,
+        };
+        if !written {
             return;
         }
         ctx.metrics.bytes_out.add(out.len() as u64);
