@@ -121,7 +121,8 @@ fn xk_responder_must_prove_the_expected_relay_id() {
     let mut rng = ChaCha20Rng::from_seed([9; 32]);
     let (r1, victim, attacker) = (RelayKeys::new(&mut rng), RelayKeys::new(&mut rng), RelayKeys::new(&mut rng));
     let local = LocalAuth::Relay { link_key: &r1.link, cert: r1.cert() };
-    let claimed = PeerExpectation::Known { relay_id: victim.identity.relay_id(), link_key: attacker.link.link_public() };
+    let claimed =
+        PeerExpectation::Known { relay_id: victim.identity.relay_id(), link_key: attacker.link.link_public() };
     let mut init = LinkHandshake::initiator(&mut rng, &local, claimed).unwrap();
     let mut resp = LinkHandshake::responder(&attacker.link, attacker.cert());
     let err = run(&mut rng, &mut init, &mut resp).unwrap_err();

@@ -29,7 +29,7 @@ use lamina_proto::dirlink::Reassembler;
 
 use super::directory::DirCmd;
 use super::listener::{os_rng, LinkParts, LinkSetupError};
-use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
+use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE, WRITER_CAPACITY};
 use crate::net::exit;
 
 /// Most cells the writer gathers into one write.
@@ -155,11 +155,24 @@ impl LinkTask {
         self.flush().await;
         let anonymous = self.peer_relay.is_none();
         let idle_limit = self.ctx.config.idle_link_timeout;
-        let mut ticks = tokio::time::interval((idle_limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
+        let mut ticks =
+            tokio::time::interval((idle_limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut idle_since: Option<Instant> = None;
+        let started = Instant::now();
+        let ctx = Arc::clone(&self.ctx);
         while alive {
             tokio::select! {
+                () = ctx.shed.notified(), if anonymous => {
+                    // Every slot is taken: an anonymous link that carries
+                    // nothing gives its slot up (spec §13.5).
+                    let empty = self.table.circuit_count() == 0 && self.streams.is_empty();
+                    if empty && started.elapsed() >= SHED_MIN_AGE {
+                        self.ctx.metrics.links_idle_closed.inc();
+                        debug!(link = self.id.0, "shedding an idle anonymous link");
+                        alive = false;
+                    }
+                },
                 _ = ticks.tick() => {
                     // Forget handles of links that ended (they would keep
                     // nothing alive, but the cache must stay bounded).

@@ -10,13 +10,14 @@ use lamina_proto::circuit::relay::LinkId;
 use lamina_proto::link::{LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, PeerIdentity};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info};
 
 use super::link::start_link;
-use super::registry::{LinkHandle, RelayContext};
+use super::registry::{LinkHandle, RelayContext, SHED_MIN_AGE};
 
 /// Why a link could not be established.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,7 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     let mut shutdown = ctx.shutdown.clone();
     let mut backoff = AcceptBackoff::default();
+    let waiting = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -104,17 +106,33 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            ctx.metrics.connections_refused.inc();
-            continue;
-        };
         if !ctx.admit_ip(peer.ip()) {
             ctx.metrics.connections_refused.inc();
             continue;
         }
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                // Full: idle anonymous links give their slots up; a few
+                // newcomers wait briefly for one (bounded), the rest are shed.
+                ctx.shed.notify_waiters();
+                if waiting.load(Ordering::Relaxed) >= MAX_WAITING {
+                    ctx.metrics.connections_refused.inc();
+                    ctx.release_ip(peer.ip());
+                    continue;
+                }
+                None
+            }
+        };
         let ctx = Arc::clone(&ctx);
+        let (slots, waiting) = (Arc::clone(&slots), Arc::clone(&waiting));
         tokio::spawn(async move {
             let ip = peer.ip();
+            let Some(permit) = wait_for_slot(permit, slots, &waiting).await else {
+                ctx.metrics.connections_refused.inc();
+                ctx.release_ip(ip);
+                return;
+            };
             if let Err(e) = accept_link(&ctx, socket).await {
                 ctx.metrics.handshakes_failed.inc();
                 debug!(error = %e, "inbound link failed");
@@ -128,15 +146,50 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
     info!("listener stopped");
 }
 
+/// Most accepted connections waiting for a slot at once.
+const MAX_WAITING: usize = 64;
+/// How long an accepted connection waits for a slot.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// `permit`, or one that frees up within [`SLOT_WAIT`] (counted in `waiting`).
+async fn wait_for_slot(
+    permit: Option<OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
+    waiting: &AtomicUsize,
+) -> Option<OwnedSemaphorePermit> {
+    if permit.is_some() {
+        return permit;
+    }
+    waiting.fetch_add(1, Ordering::Relaxed);
+    let permit = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await.ok().and_then(Result::ok);
+    waiting.fetch_sub(1, Ordering::Relaxed);
+    permit
+}
+
+/// Resolves once the relay sheds load and `started` is older than
+/// [`SHED_MIN_AGE`].
+async fn shed_after(ctx: &RelayContext, started: tokio::time::Instant) {
+    loop {
+        ctx.shed.notified().await;
+        if started.elapsed() >= SHED_MIN_AGE {
+            return;
+        }
+    }
+}
+
 /// Run the responder handshake on an accepted socket, then the link until
-/// it closes.
+/// it closes. A handshake still running when the relay sheds load is
+/// dropped (spec §13.5).
 async fn accept_link(ctx: &Arc<RelayContext>, mut socket: TcpStream) -> Result<(), LinkSetupError> {
     socket.set_nodelay(true)?;
     let mut rng = os_rng()?;
     let hs = LinkHandshake::responder(&ctx.keys.link, ctx.cert);
-    let parts = tokio::time::timeout(ctx.config.handshake_timeout, drive(&mut socket, hs, &mut rng))
-        .await
-        .map_err(|_| LinkSetupError::Timeout)??;
+    let started = tokio::time::Instant::now();
+    let handshake = tokio::time::timeout(ctx.config.handshake_timeout, drive(&mut socket, hs, &mut rng));
+    let parts = tokio::select! {
+        parts = handshake => parts.map_err(|_| LinkSetupError::Timeout)??,
+        () = shed_after(ctx, started) => return Err(LinkSetupError::Timeout),
+    };
     ctx.metrics.handshakes_ok.inc();
     let (id, handle) = start_link(ctx, socket, parts, false)?;
     wait_closed(ctx, id, &handle).await;

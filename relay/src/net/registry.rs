@@ -209,8 +209,8 @@ impl Default for NetConfig {
             bind_ip: None,
             test_network: false,
             idle_link_timeout: Duration::from_secs(180),
-            max_pending_streams: 256,
-            max_pending_streams_per_circuit: 16,
+            max_pending_streams: 512,
+            max_pending_streams_per_circuit: 128,
             stream_idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(60),
         }
@@ -249,7 +249,14 @@ pub struct RelayContext {
     last_sweep: Mutex<Option<std::time::Instant>>,
     /// Exit streams resolving or connecting now, relay-wide.
     pub pending_streams: Arc<tokio::sync::Semaphore>,
+    /// Notified when every connection slot is taken: anonymous links that
+    /// carry nothing (and handshakes) older than [`SHED_MIN_AGE`] close
+    /// (spec §13.5).
+    pub shed: tokio::sync::Notify,
 }
+
+/// Connections younger than this are not shed.
+pub const SHED_MIN_AGE: Duration = Duration::from_secs(2);
 
 /// Most client IPs with a CREATE bucket; past it, full buckets are dropped.
 pub const MAX_CREATE_BUCKETS: usize = 65_536;
@@ -296,6 +303,7 @@ impl RelayContext {
             verified: Mutex::new(VerifiedView::default()),
             last_sweep: Mutex::new(None),
             pending_streams: Arc::new(tokio::sync::Semaphore::new(config.max_pending_streams)),
+            shed: tokio::sync::Notify::new(),
         })
     }
 
@@ -311,7 +319,8 @@ impl RelayContext {
         let mut reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reg.links.insert(id, handle);
         if let Some((relay, key)) = peer {
-            let live = reg.by_relay.get(&relay).is_some_and(|(l, _)| reg.links.get(l).is_some_and(|h| !h.inbox.is_closed()));
+            let live =
+                reg.by_relay.get(&relay).is_some_and(|(l, _)| reg.links.get(l).is_some_and(|h| !h.inbox.is_closed()));
             if !live {
                 reg.by_relay.insert(relay, (id, key));
             }
