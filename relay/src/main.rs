@@ -118,7 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keys = RelayKeys::load_or_create(&data_dir, &mut rand_core::OsRng)
         .with_context(|| format!("keys in {}", data_dir.display()))?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let mut net = NetConfig { test_network, ..NetConfig::default() };
+    let mut net = NetConfig { test_network, key_dir: Some(data_dir.clone()), ..NetConfig::default() };
     if let Some(rate) = file.create_rate {
         net.create_rate = rate;
     }

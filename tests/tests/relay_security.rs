@@ -135,9 +135,10 @@ async fn a_link_key_alone_cannot_register_a_link_as_another_relay() {
 /// A relay on `ip` with default (non-test-network) settings but for
 /// `config`, and no directory.
 async fn lone_relay(ip: &str, config: NetConfig) -> lamina_relay::RelayHandle {
-    let listener = TcpListener::bind(SocketAddr::new(ip.parse().unwrap(), 0)).await.unwrap();
+    let ip = ip.parse().expect("an IP address");
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind");
     let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
-    lamina_relay::spawn(listener, keys, ExitPolicy::reject_all(), config).unwrap()
+    lamina_relay::spawn(listener, keys, ExitPolicy::reject_all(), config).expect("start the relay")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +294,68 @@ async fn with_4096_idle_connections_held_a_new_honest_link_is_accepted() {
     let honest = GuardLink::connect(&hop, Duration::from_secs(15)).await.expect("an honest link is accepted");
     honest.build(vec![hop.clone()], Duration::from_secs(15)).await.expect("and carries a circuit");
     let took = started.elapsed();
-    eprintln!("honest link + circuit with 4096 idle connections held: {} ms", took.as_millis());
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("honest link + circuit with 4096 idle connections held: {} ms", took.as_millis());
+    }
     drop(held);
     relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_onion_key_is_accepted_until_the_next_rotation() {
+    let relay = lone_relay("127.20.0.1", NetConfig { test_network: true, ..NetConfig::default() }).await;
+    let k0 = HopSpec {
+        relay_id: relay.relay_id(),
+        onion_key: relay.ctx.onion_public(),
+        link_key: relay.ctx.keys.link.link_public(),
+        addr: relay.addr,
+    };
+    let link = GuardLink::connect(&k0, Duration::from_secs(10)).await.unwrap();
+    let build = |hop: &HopSpec| link.build(vec![hop.clone()], Duration::from_secs(10));
+    build(&k0).await.expect("the start-up key");
+
+    relay.ctx.rotate_onion(lamina_crypto::keys::StaticKeypair::generate(&mut rand_core::OsRng));
+    let k1 = HopSpec { onion_key: relay.ctx.onion_public(), ..k0.clone() };
+    assert_ne!(k1.onion_key, k0.onion_key);
+    build(&k1).await.expect("the new key");
+    build(&k0).await.expect("the previous key during the overlap window");
+
+    relay.ctx.rotate_onion(lamina_crypto::keys::StaticKeypair::generate(&mut rand_core::OsRng));
+    let k2 = HopSpec { onion_key: relay.ctx.onion_public(), ..k0.clone() };
+    build(&k2).await.expect("the newest key");
+    build(&k1).await.expect("the previous key");
+    assert!(build(&k0).await.is_err(), "a key two rotations old is refused");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_stream_closes_its_destination_socket() {
+    let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    assert!(net.ready(Duration::from_secs(20)).await);
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let watcher = tokio::spawn(async move {
+        let (mut socket, _) = server.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        // Until the exit shuts its write side (the client ended the stream).
+        while matches!(tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf)).await, Ok(Ok(n)) if n > 0) {
+        }
+        // Then the exit must have closed the socket entirely: our writes
+        // are answered with a reset (an exit still reading would take them).
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if socket.write_all(&[0u8; 1024]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    let mut s = socks5_connect(net.socks_addr, "127.0.0.1", port, None).await.unwrap().expect("connects");
+    s.write_all(b"hello").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    assert!(watcher.await.unwrap(), "the destination socket was closed when the stream ended");
+    net.shutdown().await;
 }

@@ -40,6 +40,9 @@ const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 /// What the directory task hears.
 #[derive(Debug)]
 pub enum DirCmd {
+    /// Our keys changed (onion-key rotation, spec §13.6): publish a fresh
+    /// descriptor now.
+    Republish,
     /// A complete directory message from a link.
     Message {
         /// The link.
@@ -188,7 +191,7 @@ impl DirectoryTask {
         let now = self.now();
         self.sequence = now.unix_s.max(self.sequence.saturating_add(1));
         let fields = DescriptorFields {
-            onion_key: self.ctx.keys.onion.onion_public(),
+            onion_key: self.ctx.onion_public(),
             link_key: self.ctx.keys.link.link_public(),
             sequence: self.sequence,
             published: now.unix_s,
@@ -230,6 +233,11 @@ impl DirectoryTask {
             DirCmd::LinkDown { relay } => {
                 if let Some(peer) = self.peers.remove(&relay) {
                     self.engine.remove_peer(&peer);
+                }
+            }
+            DirCmd::Republish => {
+                if let Err(e) = self.publish_own() {
+                    warn!("{e}");
                 }
             }
             DirCmd::Dialed { peer, purpose, ok } => {

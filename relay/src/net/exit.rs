@@ -15,7 +15,7 @@ use lamina_proto::redact::Redacted;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::debug;
 
 use super::registry::{LinkCmd, RelayContext};
@@ -23,9 +23,19 @@ use super::registry::{LinkCmd, RelayContext};
 /// Most bytes read from a destination per message to the link task.
 const READ_CHUNK: usize = 32 * 1024;
 
+/// The concurrency limits an exit stream's resolve and connect run under
+/// (review L-10).
+#[derive(Debug)]
+pub struct OpenSlots {
+    /// The circuit's slots.
+    pub circuit: Arc<Semaphore>,
+    /// The relay's slots.
+    pub relay: Arc<Semaphore>,
+}
+
 /// Open an exit stream and report to the link task that owns the circuit.
-/// `permit` (one of the relay's concurrent opens, review L-10) is held
-/// while resolving and connecting.
+/// A slot of the circuit and one of the relay are held while resolving and
+/// connecting; waiting for them counts towards the connect time-out.
 pub async fn open_stream(
     ctx: Arc<RelayContext>,
     inbox: mpsc::Sender<LinkCmd>,
@@ -33,10 +43,14 @@ pub async fn open_stream(
     stream: StreamId,
     target: Target,
     port: u16,
-    permit: OwnedSemaphorePermit,
+    slots: OpenSlots,
 ) {
-    let outcome = tokio::time::timeout(ctx.config.connect_timeout, connect(&ctx, &target, port)).await;
-    drop(permit);
+    let open = async {
+        let _circuit = slots.circuit.acquire_owned().await.map_err(|_| EndReason::ResourceLimit)?;
+        let _relay = slots.relay.acquire_owned().await.map_err(|_| EndReason::ResourceLimit)?;
+        connect(&ctx, &target, port).await
+    };
+    let outcome = tokio::time::timeout(ctx.config.connect_timeout, open).await;
     let socket = match outcome {
         Ok(Ok(socket)) => socket,
         Ok(Err(reason)) => {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, trace, warn};
 
 use lamina_proto::dirlink::Reassembler;
@@ -125,8 +125,8 @@ struct LinkTask {
     cache: HashMap<LinkId, LinkHandle>,
     /// Exit streams of circuits owned here.
     streams: HashMap<(CircId, StreamId), ExitStream>,
-    /// Exit streams still resolving or connecting, per circuit (review L-10).
-    pending_opens: HashMap<CircId, usize>,
+    /// Slots for exit streams resolving or connecting, per circuit (review L-10).
+    pending_opens: HashMap<CircId, Arc<Semaphore>>,
     /// The peer relay, if the link is authenticated as one (relay
     /// treatment also needs it listed in the verified directory, M-2).
     peer_relay: Option<lamina_crypto::keys::RelayId>,
@@ -281,7 +281,14 @@ impl LinkTask {
             }
             self.ctx.metrics.circuits_created.inc();
         }
-        let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key: &self.ctx.keys.onion };
+        // The current onion key, or the previous one during the overlap
+        // window if the onionskin names it (spec §13.6).
+        let onion = (cell.command == CellCommand::Create).then(|| self.ctx.onion_keys());
+        let onion_key = match &onion {
+            Some(keys) => cell.create_onionskin().map_or(&*keys.current, |skin| keys.for_onionskin(&skin)),
+            None => &self.ctx.keys.onion,
+        };
+        let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key };
         if let Err(e) = self.table.handle_cell(&mut self.rng, &keys, cell) {
             self.log_circuit_error(&e);
         }
@@ -340,17 +347,13 @@ impl LinkTask {
     fn handle_stream_cmd(&mut self, cmd: LinkCmd) -> Result<(), CircuitError> {
         match cmd {
             LinkCmd::StreamConnected { circ, stream, addr, to_socket, cancel } => {
-                self.open_finished(circ);
                 if self.table.stream_connected(circ, stream, addr).is_ok() {
                     let st = ExitStream { to_socket: Some(to_socket), pending: None, eof: false, _cancel: cancel };
                     self.streams.insert((circ, stream), st);
                 }
                 Ok(())
             }
-            LinkCmd::StreamFailed { circ, stream, reason } => {
-                self.open_finished(circ);
-                self.table.end_stream(circ, stream, reason)
-            }
+            LinkCmd::StreamFailed { circ, stream, reason } => self.table.end_stream(circ, stream, reason),
             LinkCmd::StreamBytes { circ, stream, data, done } => {
                 let Some(st) = self.streams.get_mut(&(circ, stream)) else {
                     return Ok(());
@@ -374,32 +377,23 @@ impl LinkTask {
         }
     }
 
-    /// An exit stream of `circ` finished resolving and connecting.
-    fn open_finished(&mut self, circ: CircId) {
-        if let Some(n) = self.pending_opens.get_mut(&circ) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.pending_opens.remove(&circ);
-            }
-        }
-    }
-
-    /// A BEGIN: open the exit stream unless too many are resolving or
-    /// connecting on this circuit or relay-wide (review L-10).
+    /// A BEGIN: open the exit stream. At most
+    /// `max_pending_streams_per_circuit` of this circuit's opens, and
+    /// `max_pending_streams` of the relay's, resolve or connect at once; the
+    /// rest wait their turn within the connect time-out (review L-10).
     fn begin(&mut self, circ: CircId, stream: StreamId, target: lamina_proto::msg::Target, port: u16) {
-        let pending = self.pending_opens.get(&circ).copied().unwrap_or(0);
-        let permit = Arc::clone(&self.ctx.pending_streams).try_acquire_owned().ok();
-        let Some(permit) = permit.filter(|_| pending < self.ctx.config.max_pending_streams_per_circuit) else {
-            self.ctx.metrics.streams_failed.inc();
-            let _ = self.table.end_stream(circ, stream, EndReason::ResourceLimit);
-            return;
-        };
-        *self.pending_opens.entry(circ).or_insert(0) += 1;
-        let ctx = Arc::clone(&self.ctx);
-        let inbox = self.own.inbox.clone();
-        tokio::spawn(async move {
-            exit::open_stream(ctx, inbox, circ, stream, target, port, permit).await;
-        });
+        let per_circuit = self.ctx.config.max_pending_streams_per_circuit;
+        let circuit = self.pending_opens.entry(circ).or_insert_with(|| Arc::new(Semaphore::new(per_circuit)));
+        let slots = exit::OpenSlots { circuit: Arc::clone(circuit), relay: Arc::clone(&self.ctx.pending_streams) };
+        tokio::spawn(exit::open_stream(
+            Arc::clone(&self.ctx),
+            self.own.inbox.clone(),
+            circ,
+            stream,
+            target,
+            port,
+            slots,
+        ));
     }
 
     /// Package pending destination bytes as far as the windows allow; end

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lamina_crypto::keys::{LinkPublicKey, RelayId};
+use lamina_crypto::keys::{LinkPublicKey, RelayId, StaticKeypair};
 use lamina_proto::cell::{Cell, CircId, DestroyReason};
 use lamina_proto::circuit::relay::{LinkId, Route, TableLimits};
 use lamina_proto::link::LinkCert;
@@ -133,6 +133,33 @@ struct Registry {
     by_relay: HashMap<RelayId, (LinkId, LinkPublicKey)>,
 }
 
+/// The relay's onion keys (spec §13.6).
+#[derive(Clone)]
+pub struct OnionKeys {
+    /// The published key.
+    pub current: Arc<StaticKeypair>,
+    /// The key before the last rotation, still accepted.
+    pub previous: Option<Arc<StaticKeypair>>,
+}
+
+impl std::fmt::Debug for OnionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnionKeys").field("current", &self.current.onion_public()).finish_non_exhaustive()
+    }
+}
+
+impl OnionKeys {
+    /// The key an onionskin names (`ID | B | X`, spec §4.1): the previous
+    /// key if `B` is its public key, the current one otherwise.
+    pub fn for_onionskin(&self, onionskin: &[u8]) -> &StaticKeypair {
+        let named = onionskin.get(32..64);
+        match &self.previous {
+            Some(previous) if named == Some(previous.public_bytes().as_slice()) => previous,
+            _ => &self.current,
+        }
+    }
+}
+
 /// What the relay's verified directory says about one relay (spec §13.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownRelay {
@@ -191,9 +218,15 @@ pub struct NetConfig {
     /// An exit stream whose destination sends nothing for this long is
     /// closed (spec §13.5).
     pub stream_idle_timeout: Duration,
-    /// A write to a destination (or to a link's peer) that makes no
-    /// progress for this long closes the stream (or the link).
+    /// A write to a destination that makes no progress for this long
+    /// closes the stream.
     pub write_timeout: Duration,
+    /// How often the onion key rotates (spec §13.6); the previous key is
+    /// accepted until the next rotation.
+    pub onion_rotation: Duration,
+    /// Where the keys live (rotated onion keys are written there); `None`
+    /// for in-memory keys.
+    pub key_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -210,9 +243,11 @@ impl Default for NetConfig {
             test_network: false,
             idle_link_timeout: Duration::from_secs(180),
             max_pending_streams: 512,
-            max_pending_streams_per_circuit: 128,
+            max_pending_streams_per_circuit: 32,
             stream_idle_timeout: Duration::from_secs(600),
             write_timeout: Duration::from_secs(60),
+            onion_rotation: Duration::from_secs(28 * 24 * 3600),
+            key_dir: None,
         }
     }
 }
@@ -249,6 +284,9 @@ pub struct RelayContext {
     last_sweep: Mutex<Option<std::time::Instant>>,
     /// Exit streams resolving or connecting now, relay-wide.
     pub pending_streams: Arc<tokio::sync::Semaphore>,
+    /// The onion keys CREATE is answered with (current and, during the
+    /// overlap window, previous; spec §13.6).
+    onion: std::sync::RwLock<OnionKeys>,
     /// Notified when every connection slot is taken: anonymous links that
     /// carry nothing (and handshakes) older than [`SHED_MIN_AGE`] close
     /// (spec §13.5).
@@ -287,6 +325,11 @@ impl RelayContext {
     ) -> Arc<Self> {
         let relay_id = keys.identity.relay_id();
         let cert = LinkCert::new(&keys.identity, &keys.link.link_public());
+        let previous = config.key_dir.as_deref().and_then(|d| crate::keys::load_previous_onion(d).ok().flatten());
+        let onion = OnionKeys {
+            current: Arc::new(StaticKeypair::from_secret_bytes(&keys.onion.secret_bytes())),
+            previous: previous.map(Arc::new),
+        };
         Arc::new(Self {
             keys,
             relay_id,
@@ -304,6 +347,7 @@ impl RelayContext {
             last_sweep: Mutex::new(None),
             pending_streams: Arc::new(tokio::sync::Semaphore::new(config.max_pending_streams)),
             shed: tokio::sync::Notify::new(),
+            onion: std::sync::RwLock::new(onion),
         })
     }
 
@@ -332,6 +376,24 @@ impl RelayContext {
         let mut reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reg.links.remove(&id);
         reg.by_relay.retain(|_, (l, _)| *l != id);
+    }
+
+    /// The current onion keys.
+    pub fn onion_keys(&self) -> OnionKeys {
+        self.onion.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The public onion key to publish.
+    pub fn onion_public(&self) -> lamina_crypto::keys::OnionPublicKey {
+        self.onion.read().unwrap_or_else(std::sync::PoisonError::into_inner).current.onion_public()
+    }
+
+    /// Rotate: `fresh` becomes the current onion key, the current one the
+    /// previous (accepted until the next rotation); the one before is dropped.
+    pub fn rotate_onion(&self, fresh: StaticKeypair) {
+        let mut keys = self.onion.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = std::mem::replace(&mut keys.current, Arc::new(fresh));
+        keys.previous = Some(current);
     }
 
     /// Replace the view of the verified directory with `relays`, at most
