@@ -329,33 +329,52 @@ async fn a_rotated_onion_key_is_accepted_until_the_next_rotation() {
     relay.shutdown().await;
 }
 
+/// The inode of the IPv4 socket `local` → `remote` in `/proc/net/tcp`:
+/// 0 once no process holds it (closed, orphaned until the kernel is done).
+fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(2) == Some(&remote.as_str()))
+            .then(|| cols.get(9).and_then(|c| c.parse().ok()))
+            .flatten()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_stream_closes_its_destination_socket() {
     let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     assert!(net.ready(Duration::from_secs(20)).await);
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = server.local_addr().unwrap().port();
+    let server_addr = server.local_addr().unwrap();
     let watcher = tokio::spawn(async move {
-        let (mut socket, _) = server.accept().await.unwrap();
+        let (mut socket, exit_side) = server.accept().await.unwrap();
         let mut buf = [0u8; 1024];
         // Until the exit shuts its write side (the client ended the stream).
         while matches!(tokio::time::timeout(Duration::from_secs(20), socket.read(&mut buf)).await, Ok(Ok(n)) if n > 0) {
         }
-        // Then the exit must have closed the socket entirely: our writes
-        // are answered with a reset (an exit still reading would take them).
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if socket.write_all(&[0u8; 1024]).await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        // A silent destination: the exit must still close its socket
+        // entirely (no process holds it any more), not only its write side.
+        let closed =
+            eventually(Duration::from_secs(10), || socket_inode(exit_side, server_addr).is_none_or(|i| i == 0));
+        (closed.await, socket)
     });
-    let mut s = socks5_connect(net.socks_addr, "127.0.0.1", port, None).await.unwrap().expect("connects");
-    s.write_all(b"hello").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(s);
-    assert!(watcher.await.unwrap(), "the destination socket was closed when the stream ended");
+    // A circuit to the exit (relay 0); a stream that the client ENDs.
+    let (guard, middle, exit) = (hop(&net, 1), hop(&net, 2), hop(&net, 0));
+    let link = GuardLink::connect(&guard, Duration::from_secs(10)).await.unwrap();
+    let circ = link.build(vec![guard, middle, exit], Duration::from_secs(10)).await.expect("three hops");
+    let target = lamina_proto::msg::Target::Ip(server_addr.ip());
+    let (stream, mut events) = link.begin(circ, target, server_addr.port()).await.expect("begin");
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap();
+    assert!(matches!(first, Some(lamina_client::net::guard::StreamEvent::Connected)), "{first:?}");
+    link.send(circ, stream, b"hello".to_vec()).await.unwrap();
+    link.end(circ, stream).await;
+    let (closed, _socket) = watcher.await.unwrap();
+    assert!(closed, "the destination socket was closed when the stream ended");
     net.shutdown().await;
 }
