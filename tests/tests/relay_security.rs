@@ -205,6 +205,25 @@ fn close_wait_count(addr: SocketAddr) -> usize {
         .count()
 }
 
+/// How many sockets with local address `addr` and a peer on `peer_ip` are
+/// established or in CLOSE-WAIT (`/proc/net/tcp`, IPv4 only).
+fn open_sockets(addr: SocketAddr, peer_ip: std::net::Ipv4Addr) -> usize {
+    let SocketAddr::V4(v4) = addr else { return 0 };
+    let local = format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port());
+    let peer = format!("{:08X}:", u32::from_le_bytes(peer_ip.octets()));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.get(1) == Some(&local.as_str())
+                && cols.get(2).is_some_and(|r| r.starts_with(&peer))
+                && matches!(cols.get(3), Some(&"01" | &"08"))
+        })
+        .count()
+}
+
 /// Wait (bounded by `limit`) until `done` holds.
 async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
@@ -222,16 +241,18 @@ async fn a_torn_down_link_with_an_extended_circuit_leaves_no_close_wait_socket()
     let net = TestNet::start(3, 1, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (guard, next) = (hop(&net, 1), hop(&net, 2));
     let relay = &net.relays[1];
+    // Client links come from 127.0.0.1; relays dial from their own addresses.
+    let client_links = || open_sockets(relay.addr, "127.0.0.1".parse().unwrap());
     for round in 0..3 {
-        let links_before = relay.ctx.link_count();
         let link = GuardLink::connect(&guard, Duration::from_secs(10)).await.unwrap();
         link.build(vec![guard.clone(), next.clone()], Duration::from_secs(10)).await.expect("extended circuit");
-        assert!(eventually(Duration::from_secs(5), || relay.ctx.link_count() > links_before).await);
+        assert_eq!(client_links(), 1, "round {round}: one client link");
         // The client goes away without closing its circuit.
         drop(link);
         assert!(
-            eventually(Duration::from_secs(10), || relay.ctx.link_count() == links_before).await,
-            "round {round}: the link is torn down"
+            eventually(Duration::from_secs(10), || client_links() == 0).await,
+            "round {round}: the link is torn down ({} client sockets still open)",
+            client_links()
         );
         assert!(
             eventually(Duration::from_secs(10), || close_wait_count(relay.addr) == 0).await,

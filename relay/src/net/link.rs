@@ -491,6 +491,7 @@ impl LinkTask {
                     Route { link: self.id, circ },
                     extend,
                     self.own.clone(),
+                    self.peer_relay,
                 ));
             }
             RelayAction::Begin { circ, stream, target, port } => self.begin(circ, stream, target, port),
@@ -558,14 +559,25 @@ pub enum ExtendRefusal {
     /// A non-public address outside a test network.
     #[error("extend to a non-public address outside a test network")]
     NonPublic,
+    /// The relay is the circuit's previous hop (an A→R→A loop).
+    #[error("extend back to the previous hop")]
+    PreviousHop,
 }
 
 /// Check an EXTEND against our own verified directory (review H-1, M-1):
-/// the named relay must be listed with that link key and address, must not
-/// be us, and must be publicly routable unless this is a test network.
-pub fn check_extend(ctx: &RelayContext, extend: &lamina_proto::msg::Extend) -> Result<(), ExtendRefusal> {
+/// the named relay must be listed with that link key and address, must be
+/// neither us nor the circuit's previous hop `prev`, and must be publicly
+/// routable unless this is a test network.
+pub fn check_extend(
+    ctx: &RelayContext,
+    extend: &lamina_proto::msg::Extend,
+    prev: Option<lamina_crypto::keys::RelayId>,
+) -> Result<(), ExtendRefusal> {
     if extend.relay_id == ctx.relay_id {
         return Err(ExtendRefusal::Ourselves);
+    }
+    if prev == Some(extend.relay_id) {
+        return Err(ExtendRefusal::PreviousHop);
     }
     let known = ctx.known_relay(&extend.relay_id).ok_or(ExtendRefusal::Unknown)?;
     if known.link_key != extend.link_key {
@@ -588,9 +600,10 @@ async fn extend_circuit(
     owner: Route,
     extend: Box<lamina_proto::msg::Extend>,
     owner_handle: LinkHandle,
+    prev: Option<lamina_crypto::keys::RelayId>,
 ) {
     let next = async {
-        if let Err(refusal) = check_extend(&ctx, &extend) {
+        if let Err(refusal) = check_extend(&ctx, &extend, prev) {
             ctx.metrics.extends_refused.inc();
             debug!(link = owner.link.0, %refusal, "extend refused");
             return None;
