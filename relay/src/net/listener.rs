@@ -85,6 +85,7 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
     let mut shutdown = ctx.shutdown.clone();
     let mut backoff = AcceptBackoff::default();
     let waiting = Arc::new(AtomicUsize::new(0));
+    let mut last_shed: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -115,7 +116,12 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
             Err(_) => {
                 // Full: idle anonymous links give their slots up; a few
                 // newcomers wait briefly for one (bounded), the rest are shed.
-                ctx.shed.notify_waiters();
+                // (At most every SHED_EVERY: each notification wakes every
+                // anonymous link.)
+                if last_shed.is_none_or(|t| t.elapsed() >= SHED_EVERY) {
+                    ctx.shed.notify_waiters();
+                    last_shed = Some(tokio::time::Instant::now());
+                }
                 if waiting.load(Ordering::Relaxed) >= MAX_WAITING {
                     ctx.metrics.connections_refused.inc();
                     ctx.release_ip(peer.ip());
@@ -146,6 +152,8 @@ pub async fn serve(ctx: Arc<RelayContext>, listener: TcpListener) {
     info!("listener stopped");
 }
 
+/// Shortest interval between two load-shedding notifications.
+const SHED_EVERY: Duration = Duration::from_millis(100);
 /// Most accepted connections waiting for a slot at once.
 const MAX_WAITING: usize = 64;
 /// How long an accepted connection waits for a slot.
