@@ -522,3 +522,31 @@ pub fn client_block(ip: std::net::IpAddr) -> std::net::IpAddr {
         v4 => v4,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_block(a), client_block(b), "one /64, one bucket");
+        assert_ne!(client_block(a), client_block(other));
+        let mapped: std::net::IpAddr = "::ffff:198.51.100.9".parse().unwrap();
+        assert_eq!(client_block(mapped), "198.51.100.9".parse::<std::net::IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn one_64_shares_one_create_bucket() {
+        let (_tx, rx) = watch::channel(false);
+        let config = NetConfig { create_rate: 0.001, create_burst: 3.0, ..NetConfig::default() };
+        let ctx =
+            RelayContext::new(RelayKeys::ephemeral(&mut rand_core::OsRng), ExitPolicy::reject_all(), config, rx, None);
+        let granted =
+            (0..10u16).filter(|i| ctx.take_create_token(format!("2001:db8:7:7::{i:x}").parse().unwrap())).count();
+        assert_eq!(granted, 3, "ten addresses of one /64 share the burst of one bucket");
+        assert!(ctx.take_create_token("2001:db8:7:8::1".parse().unwrap()), "the next /64 has its own");
+    }
+}
