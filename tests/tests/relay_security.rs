@@ -125,8 +125,14 @@ async fn a_link_key_alone_cannot_register_a_link_as_another_relay() {
     }
     // The honest link to the attacker's own identity is registered as that
     // identity only.
-    connect_relay(&relay.ctx, attacker_addr, attacker.relay_id(), attacker_link).await.expect("honest dial");
-    assert!(relay.ctx.link_to(&attacker.relay_id()).is_some());
+    let (first, _) =
+        connect_relay(&relay.ctx, attacker_addr, attacker.relay_id(), attacker_link).await.expect("honest dial");
+    assert_eq!(relay.ctx.link_to(&attacker.relay_id()).map(|(id, _)| id), Some(first));
+    // A second link of the same relay does not replace the registered one.
+    let (second, _) =
+        connect_relay(&relay.ctx, attacker_addr, attacker.relay_id(), attacker_link).await.expect("second dial");
+    assert_ne!(first, second);
+    assert_eq!(relay.ctx.link_to(&attacker.relay_id()).map(|(id, _)| id), Some(first), "the first link stays");
     assert_ne!(relay.ctx.link_to(&victim).map(|(id, _)| id), relay.ctx.link_to(&attacker.relay_id()).map(|(id, _)| id));
     attacker.shutdown().await;
     net.shutdown().await;
