@@ -35,11 +35,11 @@ pub struct FileConfig {
     pub pow_bits: Option<u8>,
     /// Directory epoch length in seconds.
     pub epoch_secs: Option<u64>,
-    /// Drop the implicit private and own-address exit rejects (spec §13.1;
+    /// Drop the implicit private and own-address exit rejects (spec §15.1;
     /// local test networks only).
     pub allow_private_exit: Option<bool>,
     /// A local test network: extends and links to non-public addresses are
-    /// allowed (spec §13.2).
+    /// allowed (spec §15.2).
     pub test_network: Option<bool>,
 }
 
@@ -95,7 +95,7 @@ pub fn exit_summary(policy: &ExitPolicy) -> lamina_directory::ExitSummary {
 /// a policy text implies exit; `--exit` alone gives the default policy; with
 /// neither the relay never exits. Every policy begins with the implicit
 /// private and own-address (`own`) rejects unless `allow_private` (the
-/// `--allow-private-exit` flag, spec §13.1).
+/// `--allow-private-exit` flag, spec §15.1).
 pub fn exit_policy(
     exit: bool,
     policy: Option<&str>,

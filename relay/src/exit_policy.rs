@@ -67,7 +67,7 @@ pub struct ExitPolicy {
 pub const MAX_RULES: usize = 256;
 
 /// The ranges every exit policy implicitly begins by rejecting (spec
-/// §13.1, Tor's `ExitPolicyRejectPrivate`): loopback, RFC 1918, link-local
+/// §15.1, Tor's `ExitPolicyRejectPrivate`): loopback, RFC 1918, link-local
 /// (with the cloud metadata address 169.254.169.254), CGNAT, benchmarking,
 /// multicast, unspecified, reserved and documentation ranges, and the IPv6
 /// equivalents — unique-local (with the AWS metadata address
@@ -122,7 +122,7 @@ fn private_reject_rules(own_addrs: &[IpAddr]) -> Vec<Rule> {
 }
 
 /// Whether `ip` is publicly routable: outside every range of
-/// [`PRIVATE_REJECTS`] (the check behind `--test-network`, spec §13.2).
+/// [`PRIVATE_REJECTS`] (the check behind `--test-network`, spec §15.2).
 pub fn is_public(ip: IpAddr) -> bool {
     let ip = canonical(ip);
     !PRIVATE_REJECTS.iter().filter_map(|p| parse_addr_pattern(p).ok()).any(|pattern| matches(&pattern, ip))
@@ -154,7 +154,7 @@ impl ExitPolicy {
         Self { rules }
     }
 
-    /// This policy with the implicit rejects in front (spec §13.1): every
+    /// This policy with the implicit rejects in front (spec §15.1): every
     /// range of [`PRIVATE_REJECTS`] and each of `own_addrs`. Configured
     /// policies get them unless the operator passes `--allow-private-exit`.
     #[must_use]

@@ -6,7 +6,7 @@
 //! that exists with the wrong size is an error, never silently replaced; a
 //! key file readable by others is refused.
 //!
-//! Onion keys rotate (spec §13.6): [`rotate_onion_on_disk`] moves
+//! Onion keys rotate (spec §15.6): [`rotate_onion_on_disk`] moves
 //! `onion.key` to `onion.key.old` and creates a fresh `onion.key`; the relay
 //! accepts CREATEs for both until the next rotation.
 

@@ -89,7 +89,7 @@ pub fn spawn_with_directory(
     Ok(RelayHandle { ctx, addr, shutdown, task })
 }
 
-/// Rotate the onion key every `onion_rotation` (spec §13.6): the first
+/// Rotate the onion key every `onion_rotation` (spec §15.6): the first
 /// rotation when the key on disk reaches that age, then at that interval;
 /// each publishes a fresh descriptor. A failure to write the new key keeps
 /// the old one (logged).

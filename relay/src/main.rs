@@ -153,7 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The relay's own addresses for the implicit exit rejects (spec §13.1):
+/// The relay's own addresses for the implicit exit rejects (spec §15.1):
 /// the listen address and every local interface address, as far as the OS
 /// tells them (IPv4 and IPv6).
 fn own_addresses(listen: std::net::IpAddr) -> Vec<std::net::IpAddr> {

@@ -72,9 +72,9 @@ pub struct Metrics {
     pub streams_failed: Counter,
     /// Relays in the directory.
     pub directory_relays: Counter,
-    /// EXTENDs refused by the directory, self or address checks (spec §13.3).
+    /// EXTENDs refused by the directory, self or address checks (spec §15.3).
     pub extends_refused: Counter,
-    /// Anonymous links closed after their idle time-out (spec §13.5).
+    /// Anonymous links closed after their idle time-out (spec §15.5).
     pub links_idle_closed: Counter,
 }
 

@@ -1,4 +1,4 @@
-//! The EXTEND check of spec §13.3, refusal by refusal, on a relay context
+//! The EXTEND check of spec §15.3, refusal by refusal, on a relay context
 //! with a known verified-directory view (no sockets: the check runs before
 //! any dialling).
 

@@ -1,4 +1,4 @@
-//! A relay at its descriptor limit (spec §13.5): the accept loop backs off
+//! A relay at its descriptor limit (spec §15.5): the accept loop backs off
 //! instead of spinning on `EMFILE`, and accepts links again once
 //! descriptors free up. The relay runs as a child process with a low
 //! `RLIMIT_NOFILE` (set by `sh -c 'ulimit -n …'`); loopback only.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9 acceptance (process level, spec §13.1): an exit started with
+# Issue 9 acceptance (process level, spec §15.1): an exit started with
 # --exit-policy "accept *:*" refuses 127.0.0.1, 10.0.0.1, 169.254.169.254 and
 # its own address with a SOCKS failure; the same network with
 # --allow-private-exit on the exit reaches 127.0.0.1. Four relays per network

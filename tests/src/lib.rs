@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 pub const TESTNET_EXIT_POLICY: &str = "accept 127.0.0.0/8:*, accept [::1]:*, reject *:*";
 
 /// The driver settings of a local test network relay: `test_network`
-/// (links and extends to loopback, spec §13.2) and a CREATE rate fit for
+/// (links and extends to loopback, spec §15.2) and a CREATE rate fit for
 /// one client building many circuits quickly.
 pub fn testnet_net_config() -> NetConfig {
     NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..NetConfig::default() }
@@ -82,7 +82,7 @@ pub async fn wait_for_directory(seeds: &[SocketAddr], expected: usize) -> anyhow
 }
 
 /// Wait until every relay's verified directory lists `expected` relays
-/// (relays extend only to relays they list, spec §13.3; bounded: 30 s).
+/// (relays extend only to relays they list, spec §15.3; bounded: 30 s).
 pub async fn wait_for_relays(relays: &[RelayHandle], expected: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
@@ -125,7 +125,7 @@ impl TestNet {
 
     /// As [`start_in`](Self::start_in), the exits with `exit_policy` and,
     /// unless `allow_private_exit`, the implicit private and own-address
-    /// rejects in front of it (spec §13.1).
+    /// rejects in front of it (spec §15.1).
     pub async fn start_with(
         relays: usize,
         exits: usize,

@@ -1,4 +1,4 @@
-//! Relay security through real sockets (issue 9, relay half; spec §13):
+//! Relay security through real sockets (issue 9, relay half; spec §15):
 //! safe exits, authenticated extends, identity-keyed link registry,
 //! privileges from evidence, and relays releasing what they hold.
 

@@ -40,7 +40,7 @@ const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 /// What the directory task hears.
 #[derive(Debug)]
 pub enum DirCmd {
-    /// Our keys changed (onion-key rotation, spec §13.6): publish a fresh
+    /// Our keys changed (onion-key rotation, spec §15.6): publish a fresh
     /// descriptor now.
     Republish,
     /// A complete directory message from a link.
@@ -346,7 +346,7 @@ impl DirectoryTask {
         let known = self.engine.store().len();
         self.ctx.metrics.directory_relays.set(known as u64);
         // The link tasks check EXTENDs and relay privileges against this
-        // view of the verified store (spec §13.3).
+        // view of the verified store (spec §15.3).
         let store = self.engine.store();
         self.ctx.publish_directory(known, || {
             store

@@ -120,7 +120,7 @@ fn end_reason_for(e: &std::io::Error) -> EndReason {
 
 /// Write DATA from the circuit to the destination, reporting consumption.
 /// A write that makes no progress for `write_timeout` ends the writer
-/// (spec §13.5). The writer ends when the link drops its sender (the
+/// (spec §15.5). The writer ends when the link drops its sender (the
 /// stream ended or the client half-closed).
 async fn write_to_destination(
     mut socket: OwnedWriteHalf,
@@ -157,7 +157,7 @@ async fn write_to_destination(
 /// packaging), so a closed window stops reading after two chunks: no
 /// unbounded buffering. It stops (dropping the socket's read half) when the
 /// link ends the stream (`cancelled`) or the destination is silent for
-/// `idle` (spec §13.5).
+/// `idle` (spec §15.5).
 async fn read_from_destination(
     mut socket: OwnedReadHalf,
     inbox: mpsc::Sender<LinkCmd>,

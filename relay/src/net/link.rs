@@ -95,7 +95,7 @@ struct ExitStream {
     /// The destination closed; end the stream once `pending` is sent.
     eof: bool,
     /// Dropped with the stream: stops the destination reader, so the
-    /// destination socket is closed when the stream ends (spec §13.5).
+    /// destination socket is closed when the stream ends (spec §15.5).
     _cancel: oneshot::Sender<()>,
 }
 
@@ -135,7 +135,7 @@ struct LinkTask {
     /// Reassembles directory messages (spec §2.6).
     dir_reassembler: Reassembler,
     /// Dropped when this task ends: stops the writer task even while other
-    /// links still hold a handle to it (no CLOSE-WAIT socket, spec §13.5).
+    /// links still hold a handle to it (no CLOSE-WAIT socket, spec §15.5).
     _writer_stop: oneshot::Sender<()>,
 }
 
@@ -165,7 +165,7 @@ impl LinkTask {
             tokio::select! {
                 () = ctx.shed.notified(), if anonymous => {
                     // Every slot is taken: an anonymous link that carries
-                    // nothing gives its slot up (spec §13.5).
+                    // nothing gives its slot up (spec §15.5).
                     let empty = self.table.circuit_count() == 0 && self.streams.is_empty();
                     if empty && started.elapsed() >= SHED_MIN_AGE {
                         self.ctx.metrics.links_idle_closed.inc();
@@ -282,7 +282,7 @@ impl LinkTask {
             self.ctx.metrics.circuits_created.inc();
         }
         // The current onion key, or the previous one during the overlap
-        // window if the onionskin names it (spec §13.6).
+        // window if the onionskin names it (spec §15.6).
         let onion = (cell.command == CellCommand::Create).then(|| self.ctx.onion_keys());
         let onion_key = match &onion {
             Some(keys) => cell.create_onionskin().map_or(&*keys.current, |skin| keys.for_onionskin(&skin)),
@@ -541,7 +541,7 @@ impl LinkTask {
     }
 }
 
-/// Why an EXTEND is refused before any dialling (spec §13.3).
+/// Why an EXTEND is refused before any dialling (spec §15.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExtendRefusal {
     /// The relay names itself.
@@ -594,7 +594,7 @@ pub fn check_extend(
 
 /// Extend a circuit owned by `owner`: check the EXTEND against our
 /// directory, reuse a link proven to be the next relay's or open one, open
-/// a circuit there, and report back (spec §7.6, §13.3).
+/// a circuit there, and report back (spec §7.6, §15.3).
 async fn extend_circuit(
     ctx: Arc<RelayContext>,
     owner: Route,

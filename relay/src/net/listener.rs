@@ -35,7 +35,7 @@ pub enum LinkSetupError {
     #[error("peer closed during the handshake")]
     Closed,
     /// The address is not publicly routable and this is no test network
-    /// (spec §13.2).
+    /// (spec §15.2).
     #[error("refusing a link to a non-public address outside a test network")]
     NonPublic,
     /// OS randomness is unavailable: fail closed (review M-4).
@@ -49,7 +49,7 @@ pub fn os_rng() -> Result<ChaCha20Rng, LinkSetupError> {
     ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| LinkSetupError::Rng(e.to_string()))
 }
 
-/// Back-off of the accept loop after accept errors (spec §13.5): at the
+/// Back-off of the accept loop after accept errors (spec §15.5): at the
 /// descriptor limit (`EMFILE`/`ENFILE`) `accept` fails at once, so retrying
 /// at once would spin. Each consecutive error doubles the pause, from
 /// [`AcceptBackoff::FIRST`] up to [`AcceptBackoff::MAX`]; a success resets it
@@ -187,7 +187,7 @@ async fn shed_after(ctx: &RelayContext, started: tokio::time::Instant) {
 
 /// Run the responder handshake on an accepted socket, then the link until
 /// it closes. A handshake still running when the relay sheds load is
-/// dropped (spec §13.5).
+/// dropped (spec §15.5).
 async fn accept_link(ctx: &Arc<RelayContext>, mut socket: TcpStream) -> Result<(), LinkSetupError> {
     socket.set_nodelay(true)?;
     let mut rng = os_rng()?;
@@ -211,7 +211,7 @@ async fn wait_closed(ctx: &RelayContext, id: LinkId, handle: &LinkHandle) {
 }
 
 /// Open a link to `relay_id` at `addr`, authenticating it by `link_key`
-/// and by its certificate for `relay_id` (spec §3.3, §13.3).
+/// and by its certificate for `relay_id` (spec §3.3, §15.3).
 pub async fn connect_relay(
     ctx: &Arc<RelayContext>,
     addr: SocketAddr,
@@ -258,7 +258,7 @@ pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(
 }
 
 /// Connect to `addr` from our bind address, if one is set. Outside a test
-/// network only publicly routable addresses are dialled (spec §13.2).
+/// network only publicly routable addresses are dialled (spec §15.2).
 async fn dial(ctx: &RelayContext, addr: SocketAddr) -> Result<TcpStream, LinkSetupError> {
     if !ctx.config.test_network && !crate::exit_policy::is_public(addr.ip()) {
         return Err(LinkSetupError::NonPublic);

@@ -127,13 +127,13 @@ struct Registry {
     /// Every live link.
     links: HashMap<LinkId, LinkHandle>,
     /// Relay links by the identity their certificate proved, with the link
-    /// key it certified (for reuse on EXTEND and gossip; spec §13.3). The
+    /// key it certified (for reuse on EXTEND and gossip; spec §15.3). The
     /// first live link of a relay stays registered: a later one never
     /// replaces it.
     by_relay: HashMap<RelayId, (LinkId, LinkPublicKey)>,
 }
 
-/// The relay's onion keys (spec §13.6).
+/// The relay's onion keys (spec §15.6).
 #[derive(Clone)]
 pub struct OnionKeys {
     /// The published key.
@@ -160,7 +160,7 @@ impl OnionKeys {
     }
 }
 
-/// What the relay's verified directory says about one relay (spec §13.3).
+/// What the relay's verified directory says about one relay (spec §15.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownRelay {
     /// Its link key.
@@ -204,11 +204,11 @@ pub struct NetConfig {
     /// Local address for outgoing links (a relay's own address, as Tor's
     /// `OutboundBindAddress`), so peers see the relay's network block.
     pub bind_ip: Option<std::net::IpAddr>,
-    /// A local test network (`--test-network`, spec §13.2): links and
+    /// A local test network (`--test-network`, spec §15.2): links and
     /// extends to non-public addresses are allowed.
     pub test_network: bool,
     /// An anonymous link that carries no circuit for this long is closed
-    /// (spec §13.5; Tor closes idle client channels after minutes).
+    /// (spec §15.5; Tor closes idle client channels after minutes).
     pub idle_link_timeout: Duration,
     /// Most exit streams resolving or connecting at once, relay-wide
     /// (review L-10).
@@ -216,12 +216,12 @@ pub struct NetConfig {
     /// Most exit streams resolving or connecting at once on one circuit.
     pub max_pending_streams_per_circuit: usize,
     /// An exit stream whose destination sends nothing for this long is
-    /// closed (spec §13.5).
+    /// closed (spec §15.5).
     pub stream_idle_timeout: Duration,
     /// A write to a destination that makes no progress for this long
     /// closes the stream.
     pub write_timeout: Duration,
-    /// How often the onion key rotates (spec §13.6); the previous key is
+    /// How often the onion key rotates (spec §15.6); the previous key is
     /// accepted until the next rotation.
     pub onion_rotation: Duration,
     /// Where the keys live (rotated onion keys are written there); `None`
@@ -285,11 +285,11 @@ pub struct RelayContext {
     /// Exit streams resolving or connecting now, relay-wide.
     pub pending_streams: Arc<tokio::sync::Semaphore>,
     /// The onion keys CREATE is answered with (current and, during the
-    /// overlap window, previous; spec §13.6).
+    /// overlap window, previous; spec §15.6).
     onion: std::sync::RwLock<OnionKeys>,
     /// Notified when every connection slot is taken: anonymous links that
     /// carry nothing (and handshakes) older than [`SHED_MIN_AGE`] close
-    /// (spec §13.5).
+    /// (spec §15.5).
     pub shed: tokio::sync::Notify,
 }
 
@@ -358,7 +358,7 @@ impl RelayContext {
 
     /// Register a live link, and the relay identity its certificate proved
     /// (with the certified link key), if any. A relay that already has a
-    /// live registered link keeps it (spec §13.3).
+    /// live registered link keeps it (spec §15.3).
     pub fn register(&self, id: LinkId, handle: LinkHandle, peer: Option<(RelayId, LinkPublicKey)>) {
         let mut reg = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reg.links.insert(id, handle);
@@ -398,7 +398,7 @@ impl RelayContext {
 
     /// Replace the view of the verified directory with `relays`, at most
     /// once per second unless the number of relays changed (the directory
-    /// task calls this after every batch of work; spec §13.3).
+    /// task calls this after every batch of work; spec §15.3).
     pub fn publish_directory(&self, count: usize, relays: impl FnOnce() -> Vec<(RelayId, KnownRelay)>) {
         let now = std::time::Instant::now();
         let mut view = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
