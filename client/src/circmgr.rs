@@ -371,7 +371,7 @@ impl Client {
         let mut params = config.guard_params;
         params.primary = config.guards.max(1);
         params.retry_ms = u64::try_from(config.avoid_for.as_millis()).unwrap_or(u64::MAX);
-        let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([7; 32]));
+        let mut rng = rand_core::OsRng; // Fail closed (review M-4): no fixed seed.
         let now = now_ms();
         let text = config.guard_file.as_deref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
         let mut set = GuardSet::from_text(params, &text, &mut rng, now);

@@ -277,6 +277,15 @@ impl LinkHandshake {
         matches!(self.state, State::Finished { .. })
     }
 
+    /// The peer's static (link) key once the handshake proved it: for a
+    /// relay peer, the key its certificate binds to its identity.
+    pub fn peer_link_key(&self) -> Option<LinkPublicKey> {
+        match &self.state {
+            State::Finished { noise, .. } => noise.remote_static(),
+            _ => None,
+        }
+    }
+
     /// Turn a finished handshake into the transport halves and the peer's identity.
     pub fn into_transport(self) -> Result<(LinkSender, LinkReceiver, PeerIdentity), LinkError> {
         let State::Finished { noise, peer } = self.state else {
@@ -348,12 +357,9 @@ impl LinkHandshake {
         if !payload.is_empty() {
             return Err(LinkError::Protocol("payload in message 1"));
         }
-        // XX: the responder proves its identity in message 2.
-        let auth = match pattern {
-            LinkPattern::Xx => LinkAuth::Relay(cert).encode().to_vec(),
-            LinkPattern::Xk => Vec::new(),
-        };
-        write_frame(&mut noise, &auth, &mut self.out)?;
+        // The responder proves its relay identity in message 2, in XK as in
+        // XX (spec §3.3): XK alone proves only that it holds the link key.
+        write_frame(&mut noise, &LinkAuth::Relay(cert).encode(), &mut self.out)?;
         self.state = State::AwaitingMsg3 { noise };
         Ok(used)
     }
@@ -384,13 +390,15 @@ impl LinkHandshake {
             return Ok(0);
         };
         let payload = read_noise(&mut noise, frame)?;
-        let peer = match (pattern, expect) {
-            (LinkPattern::Xk, PeerExpectation::Known { relay_id, .. }) if payload.is_empty() => relay_id,
-            (LinkPattern::Xx, _) => match authenticate(&noise, &payload)? {
-                PeerIdentity::Relay(id) => id,
-                PeerIdentity::Anonymous => return Err(LinkError::UnexpectedPeer),
-            },
-            _ => return Err(LinkError::Protocol("unexpected payload in message 2")),
+        // Both patterns: the responder's certificate must verify against its
+        // proven static key; in XK it must also name the expected relay
+        // (review H-1: a link key alone does not make a relay).
+        let peer = match (authenticate(&noise, &payload)?, pattern, expect) {
+            (PeerIdentity::Anonymous, ..) => return Err(LinkError::UnexpectedPeer),
+            (PeerIdentity::Relay(id), LinkPattern::Xk, PeerExpectation::Known { relay_id, .. }) if id != relay_id => {
+                return Err(LinkError::UnexpectedPeer)
+            }
+            (PeerIdentity::Relay(id), ..) => id,
         };
         write_frame(&mut noise, &auth.encode(), &mut self.out)?;
         self.state = State::Finished { noise, peer: PeerIdentity::Relay(peer) };

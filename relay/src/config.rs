@@ -38,6 +38,12 @@ pub struct FileConfig {
     /// Declared family members (hex relay ids).
     #[serde(default)]
     pub family: Vec<String>,
+    /// Drop the implicit private and own-address exit rejects (spec §15.1;
+    /// local test networks only).
+    pub allow_private_exit: Option<bool>,
+    /// A local test network: extends and links to non-public addresses are
+    /// allowed (spec §15.2).
+    pub test_network: Option<bool>,
 }
 
 /// Why the configuration is unusable.
@@ -119,12 +125,24 @@ pub fn exit_summary(policy: &ExitPolicy) -> lamina_directory::ExitSummary {
 
 /// The exit policy implied by `--exit` / `--exit-policy` (DESIGN.md §5):
 /// a policy text implies exit; `--exit` alone gives the default policy; with
-/// neither the relay never exits.
-pub fn exit_policy(exit: bool, policy: Option<&str>, own: &[std::net::IpAddr]) -> Result<ExitPolicy, ConfigError> {
-    match policy {
-        Some(text) => Ok(ExitPolicy::parse(text)?),
-        None if exit => Ok(ExitPolicy::default_exit(own)),
-        None => Ok(ExitPolicy::reject_all()),
+/// neither the relay never exits. Every policy begins with the implicit
+/// private and own-address (`own`) rejects unless `allow_private` (the
+/// `--allow-private-exit` flag, spec §15.1).
+pub fn exit_policy(
+    exit: bool,
+    policy: Option<&str>,
+    own: &[std::net::IpAddr],
+    allow_private: bool,
+) -> Result<ExitPolicy, ConfigError> {
+    let configured = match policy {
+        Some(text) => ExitPolicy::parse(text)?,
+        None if exit => ExitPolicy::parse("accept *:*")?,
+        None => return Ok(ExitPolicy::reject_all()),
+    };
+    if allow_private {
+        Ok(configured)
+    } else {
+        Ok(configured.with_private_rejects(own))
     }
 }
 
@@ -135,13 +153,22 @@ mod tests {
     #[test]
     fn policy_flags_follow_the_contract() {
         let own = ["127.0.0.1".parse().unwrap()];
-        assert!(!exit_policy(false, None, &own).unwrap().is_exit());
-        let default = exit_policy(true, None, &own).unwrap();
+        assert!(!exit_policy(false, None, &own, false).unwrap().is_exit());
+        assert!(!exit_policy(false, None, &own, true).unwrap().is_exit());
+        let default = exit_policy(true, None, &own, false).unwrap();
         assert!(default.allows("8.8.8.8".parse().unwrap(), 80));
         assert!(!default.allows("127.0.0.1".parse().unwrap(), 80));
-        let custom = exit_policy(false, Some("accept 127.0.0.0/8:*, reject *:*"), &own).unwrap();
-        assert!(custom.allows("127.0.0.1".parse().unwrap(), 80));
-        assert!(exit_policy(false, Some("bogus"), &own).is_err());
+        // A custom policy keeps the implicit rejects (review H-3) ...
+        let custom = exit_policy(false, Some("accept 127.0.0.0/8:*, reject *:*"), &own, false).unwrap();
+        assert!(!custom.allows("127.0.0.1".parse().unwrap(), 80));
+        let any = exit_policy(false, Some("accept *:*"), &[], false).unwrap();
+        for bad in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "::1"] {
+            assert!(!any.allows(bad.parse().unwrap(), 80), "{bad}");
+        }
+        // ... unless --allow-private-exit.
+        let allowed = exit_policy(false, Some("accept 127.0.0.0/8:*, reject *:*"), &own, true).unwrap();
+        assert!(allowed.allows("127.0.0.1".parse().unwrap(), 80));
+        assert!(exit_policy(false, Some("bogus"), &own, false).is_err());
     }
 
     #[test]
@@ -158,6 +185,8 @@ mod tests {
     #[test]
     fn file_config_rejects_unknown_keys() {
         assert!(toml::from_str::<FileConfig>("listen = \"127.0.0.1:9001\"\nexit = true").is_ok());
+        let both = toml::from_str::<FileConfig>("allow_private_exit = true\ntest_network = true").unwrap();
+        assert_eq!((both.allow_private_exit, both.test_network), (Some(true), Some(true)));
         assert!(toml::from_str::<FileConfig>("lisen = \"127.0.0.1:9001\"").is_err());
     }
 }

@@ -66,10 +66,17 @@ pub struct ExitPolicy {
 /// Most rules a policy may have.
 pub const MAX_RULES: usize = 256;
 
-/// The ranges `--exit` rejects (DESIGN.md §4): loopback, RFC 1918,
-/// link-local, CGNAT, benchmarking, multicast, unspecified, reserved, and the
-/// IPv6 equivalents.
-const DEFAULT_REJECTS: &[&str] = &[
+/// The ranges every exit policy implicitly begins by rejecting (spec
+/// §15.1, Tor's `ExitPolicyRejectPrivate`): loopback, RFC 1918, link-local
+/// (with the cloud metadata address 169.254.169.254), CGNAT, benchmarking,
+/// multicast, unspecified, reserved and documentation ranges, and the IPv6
+/// equivalents — unique-local (with the AWS metadata address
+/// `fd00:ec2::254`), site-local, link-local, multicast, IPv4-compatible
+/// `::/96`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`
+/// (which embeds an IPv4 address, possibly a private one), Teredo
+/// `2001::/32` and documentation `2001:db8::/32`. IPv4-mapped addresses are
+/// checked as IPv4.
+pub const PRIVATE_REJECTS: &[&str] = &[
     "0.0.0.0/8",
     "10.0.0.0/8",
     "100.64.0.0/10",
@@ -77,17 +84,49 @@ const DEFAULT_REJECTS: &[&str] = &[
     "169.254.0.0/16",
     "172.16.0.0/12",
     "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
     "192.168.0.0/16",
     "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
     "224.0.0.0/4",
     "240.0.0.0/4",
-    "[::]/128",
-    "[::1]/128",
+    "[::]/96",
     "[::ffff:0:0]/96",
+    "[64:ff9b::]/96",
+    "[64:ff9b:1::]/48",
+    "[100::]/64",
+    "[2001::]/32",
+    "[2001:db8::]/32",
+    "[2002::]/16",
     "[fc00::]/7",
+    "[fec0::]/10",
     "[fe80::]/10",
     "[ff00::]/8",
 ];
+
+/// The reject rules of [`PRIVATE_REJECTS`] followed by one per own address.
+fn private_reject_rules(own_addrs: &[IpAddr]) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = PRIVATE_REJECTS
+        .iter()
+        .filter_map(|p| parse_addr_pattern(p).ok())
+        .map(|addr| Rule { verdict: Verdict::Reject, addr, ports: (0, u16::MAX) })
+        .collect();
+    for ip in own_addrs {
+        let ip = canonical(*ip);
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        rules.push(Rule { verdict: Verdict::Reject, addr: AddrPattern::Prefix(ip, bits), ports: (0, u16::MAX) });
+    }
+    rules
+}
+
+/// Whether `ip` is publicly routable: outside every range of
+/// [`PRIVATE_REJECTS`] (the check behind `--test-network`, spec §15.2).
+pub fn is_public(ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    !PRIVATE_REJECTS.iter().filter_map(|p| parse_addr_pattern(p).ok()).any(|pattern| matches(&pattern, ip))
+}
 
 impl ExitPolicy {
     /// Parse the text form.
@@ -110,16 +149,18 @@ impl ExitPolicy {
     /// The default exit policy: reject every private/special range and the
     /// relay's own addresses, accept everything else.
     pub fn default_exit(own_addrs: &[IpAddr]) -> Self {
-        let mut rules: Vec<Rule> = DEFAULT_REJECTS
-            .iter()
-            .filter_map(|p| parse_addr_pattern(p).ok())
-            .map(|addr| Rule { verdict: Verdict::Reject, addr, ports: (0, u16::MAX) })
-            .collect();
-        for ip in own_addrs {
-            let bits = if ip.is_ipv4() { 32 } else { 128 };
-            rules.push(Rule { verdict: Verdict::Reject, addr: AddrPattern::Prefix(*ip, bits), ports: (0, u16::MAX) });
-        }
+        let mut rules = private_reject_rules(own_addrs);
         rules.push(Rule { verdict: Verdict::Accept, addr: AddrPattern::Any, ports: (0, u16::MAX) });
+        Self { rules }
+    }
+
+    /// This policy with the implicit rejects in front (spec §15.1): every
+    /// range of [`PRIVATE_REJECTS`] and each of `own_addrs`. Configured
+    /// policies get them unless the operator passes `--allow-private-exit`.
+    #[must_use]
+    pub fn with_private_rejects(self, own_addrs: &[IpAddr]) -> Self {
+        let mut rules = private_reject_rules(own_addrs);
+        rules.extend(self.rules);
         Self { rules }
     }
 
@@ -128,9 +169,9 @@ impl ExitPolicy {
         Self { rules: vec![Rule { verdict: Verdict::Reject, addr: AddrPattern::Any, ports: (0, u16::MAX) }] }
     }
 
-    /// Prepend rejections of the relay's own addresses (always applied to
-    /// configured policies too, so a policy cannot expose the relay itself
-    /// unless it names those addresses explicitly with an earlier accept).
+    /// The verdict for `ip:port`: the first matching rule's, reject if none
+    /// matches. (The implicit private and own-address rejects are rules at
+    /// the front, see [`with_private_rejects`](Self::with_private_rejects).)
     pub fn verdict(&self, ip: IpAddr, port: u16) -> Verdict {
         let ip = canonical(ip);
         self.rules
@@ -315,13 +356,42 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "203.0.113.7",
+            "169.254.169.254",
+            "fd00:ec2::254",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "fec0::1",
+            "2002:a00:1::1",
+            "2001:db8::1",
+            "192.0.2.1",
+            "198.51.100.1",
         ] {
             assert!(!p.allows(ip(bad), 443), "{bad} must be rejected");
+            assert!(!is_public(ip(bad)), "{bad} is not public");
         }
-        for good in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "198.20.0.1", "2001:db8::1", "1.1.1.1"] {
+        for good in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "198.20.0.1", "2a00:1450::1", "1.1.1.1"] {
+            assert!(is_public(ip(good)), "{good} is public");
             assert!(p.allows(ip(good), 443), "{good} must be accepted");
         }
         assert!(!ExitPolicy::reject_all().is_exit());
+    }
+
+    #[test]
+    fn custom_policies_keep_the_private_and_own_rejects() {
+        let own = ip("198.100.1.1");
+        for text in ["accept *:*", "accept *:80, accept *:443, reject *:*", "accept 127.0.0.0/8:*, reject *:*"] {
+            let p = ExitPolicy::parse(text).unwrap().with_private_rejects(&[own]);
+            for bad in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "198.100.1.1", "::1", "::ffff:127.0.0.1"] {
+                assert!(!p.allows(ip(bad), 80), "{text}: {bad} must be rejected");
+            }
+        }
+        let p = ExitPolicy::parse("accept *:80, reject *:*").unwrap().with_private_rejects(&[own]);
+        assert!(p.allows(ip("8.8.8.8"), 80) && !p.allows(ip("8.8.8.8"), 22));
+        assert!(p.is_exit() && p.may_allow_port(80) && !p.may_allow_port(22));
+        assert_eq!(p.accepted_port_ranges(16), vec![(80, 80)]);
+        // Without the implicit rejects (--allow-private-exit) loopback is reachable.
+        assert!(ExitPolicy::parse("accept *:*").unwrap().allows(ip("127.0.0.1"), 80));
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! and `link.key` (X25519 secrets), each exactly 32 raw bytes. A key file
 //! that exists with the wrong size is an error, never silently replaced; a
 //! key file readable by others is refused.
+//!
+//! Onion keys rotate (spec §15.6): [`rotate_onion_on_disk`] moves
+//! `onion.key` to `onion.key.old` and creates a fresh `onion.key`; the relay
+//! accepts CREATEs for both until the next rotation.
 
 use std::fs;
 use std::io::Write;
@@ -78,6 +82,31 @@ impl RelayKeys {
     }
 }
 
+/// How long ago `dir`'s onion key was created (its file's modification
+/// time), if known.
+pub fn onion_key_age(dir: &Path) -> Option<std::time::Duration> {
+    fs::metadata(dir.join("onion.key")).ok()?.modified().ok()?.elapsed().ok()
+}
+
+/// The previous onion key kept in `dir` by the last rotation, if any.
+pub fn load_previous_onion(dir: &Path) -> Result<Option<StaticKeypair>, KeyError> {
+    let path = dir.join("onion.key.old");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let secret = load_or_create_secret(&path, &mut rand_core::OsRng)?;
+    Ok(Some(StaticKeypair::from_secret_bytes(&secret)))
+}
+
+/// Rotate the onion key in `dir`: `onion.key` becomes `onion.key.old` and a
+/// fresh `onion.key` (mode 0600) is created and returned.
+pub fn rotate_onion_on_disk<R: RngCore + CryptoRng>(dir: &Path, rng: &mut R) -> Result<StaticKeypair, KeyError> {
+    let (current, old) = (dir.join("onion.key"), dir.join("onion.key.old"));
+    fs::rename(&current, &old).map_err(|source| KeyError::Io { path: current.clone(), source })?;
+    let secret = load_or_create_secret(&current, rng)?;
+    Ok(StaticKeypair::from_secret_bytes(&secret))
+}
+
 /// Read a 32-byte secret, or create one with mode 0600.
 fn load_or_create_secret<R: RngCore + CryptoRng>(
     path: &Path,
@@ -134,6 +163,26 @@ mod tests {
         fs::set_permissions(dir.join("link.key"), fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(dir.join("link.key"), b"short").unwrap();
         assert!(matches!(RelayKeys::load_or_create(&dir, &mut rng), Err(KeyError::Invalid { .. })));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn onion_rotation_keeps_the_previous_key() {
+        let dir = std::env::temp_dir().join(format!("lamina-onion-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut rng = rand_core::OsRng;
+        let first = RelayKeys::load_or_create(&dir, &mut rng).unwrap();
+        assert!(load_previous_onion(&dir).unwrap().is_none());
+        assert!(onion_key_age(&dir).is_some());
+        let fresh = rotate_onion_on_disk(&dir, &mut rng).unwrap();
+        assert_ne!(fresh.public_bytes(), first.onion.public_bytes());
+        let previous = load_previous_onion(&dir).unwrap().unwrap();
+        assert_eq!(previous.public_bytes(), first.onion.public_bytes());
+        let again = RelayKeys::load_or_create(&dir, &mut rng).unwrap();
+        assert_eq!(again.onion.public_bytes(), fresh.public_bytes(), "the rotated key is the current one");
+        assert_eq!(again.identity.relay_id(), first.identity.relay_id());
+        let mode = fs::metadata(dir.join("onion.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -84,8 +84,42 @@ pub fn spawn_with_directory(
         let task = DirectoryTask::new(Arc::clone(&ctx), settings).map_err(std::io::Error::other)?;
         tokio::spawn(task.run(dir_rx));
     }
+    tokio::spawn(rotate_onion_keys(Arc::clone(&ctx)));
     let task = tokio::spawn(net::listener::serve(Arc::clone(&ctx), listener));
     Ok(RelayHandle { ctx, addr, shutdown, task })
+}
+
+/// Rotate the onion key every `onion_rotation` (spec §15.6): the first
+/// rotation when the key on disk reaches that age, then at that interval;
+/// each publishes a fresh descriptor. A failure to write the new key keeps
+/// the old one (logged).
+async fn rotate_onion_keys(ctx: Arc<RelayContext>) {
+    let period = ctx.config.onion_rotation.max(std::time::Duration::from_secs(1));
+    let age = ctx.config.key_dir.as_deref().and_then(keys::onion_key_age).unwrap_or_default();
+    let mut wait = period.saturating_sub(age);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            _ = shutdown.changed() => return,
+        }
+        wait = period;
+        let fresh = match &ctx.config.key_dir {
+            Some(dir) => match keys::rotate_onion_on_disk(dir, &mut rand_core::OsRng) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::warn!("cannot rotate the onion key: {e}");
+                    continue;
+                }
+            },
+            None => lamina_crypto::keys::StaticKeypair::generate(&mut rand_core::OsRng),
+        };
+        ctx.rotate_onion(fresh);
+        tracing::info!("rotated the onion key");
+        if let Some(dir) = &ctx.dir_inbox {
+            let _ = dir.try_send(net::directory::DirCmd::Republish);
+        }
+    }
 }
 
 /// Serve the Prometheus text format on `listener` until shutdown.

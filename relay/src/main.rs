@@ -36,6 +36,16 @@ struct Args {
     /// "accept 127.0.0.0/8:*, reject *:*" (implies --exit).
     #[arg(long, value_name = "RULES")]
     exit_policy: Option<String>,
+    /// Drop the implicit exit rejects of private, loopback, link-local,
+    /// metadata and special addresses and of this relay's own addresses
+    /// (every exit policy begins with them otherwise). For local test
+    /// networks only: it exposes the operator's network to every client.
+    #[arg(long)]
+    allow_private_exit: bool,
+    /// A local test network: allow links and extends to non-public
+    /// addresses (loopback, private ranges). Never on a real network.
+    #[arg(long)]
+    test_network: bool,
     /// Serve Prometheus metrics on this address (loopback only, unless
     /// --allow-remote-metrics).
     #[arg(long, value_name = "IP:PORT")]
@@ -96,7 +106,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listen = args.listen.or(file.listen).ok_or(ConfigError::Missing("--listen"))?;
     let exit = args.exit || file.exit.unwrap_or(false);
     let policy_text = args.exit_policy.or(file.exit_policy);
-    let policy = exit_policy(exit, policy_text.as_deref(), &[listen.ip()])?;
+    let allow_private = args.allow_private_exit || file.allow_private_exit.unwrap_or(false);
+    let test_network = args.test_network || file.test_network.unwrap_or(false);
+    let policy = exit_policy(exit, policy_text.as_deref(), &own_addresses(listen.ip()), allow_private)?;
     let metrics = args.metrics.or(file.metrics);
     if let Some(addr) = metrics {
         anyhow::ensure!(
@@ -112,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let keys = RelayKeys::load_or_create(&data_dir, &mut rand_core::OsRng)
         .with_context(|| format!("keys in {}", data_dir.display()))?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let mut net = NetConfig::default();
+    let mut net = NetConfig { test_network, key_dir: Some(data_dir.clone()), ..NetConfig::default() };
     if let Some(rate) = file.create_rate {
         net.create_rate = rate;
     }
@@ -148,6 +160,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     info!("shutting down");
     relay.shutdown().await;
     Ok(())
+}
+
+/// The relay's own addresses for the implicit exit rejects (spec §15.1):
+/// the listen address and every local interface address, as far as the OS
+/// tells them (IPv4 and IPv6).
+fn own_addresses(listen: std::net::IpAddr) -> Vec<std::net::IpAddr> {
+    let mut own = vec![listen];
+    if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
+        for ifa in interfaces {
+            let Some(addr) = ifa.address else { continue };
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                std::net::IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                std::net::IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            if !own.contains(&ip) {
+                own.push(ip);
+            }
+        }
+    }
+    own
 }
 
 /// Resolve on Ctrl-C or SIGTERM.

@@ -72,12 +72,16 @@ pub struct Metrics {
     pub streams_failed: Counter,
     /// Relays in the directory.
     pub directory_relays: Counter,
+    /// EXTENDs refused by the directory, self or address checks (spec §15.3).
+    pub extends_refused: Counter,
+    /// Anonymous links closed after their idle time-out (spec §15.5).
+    pub links_idle_closed: Counter,
 }
 
 impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &Counter); 16] = [
+        let rows: [(&str, &str, &str, &Counter); 18] = [
             ("lamina_links_open", "gauge", "Links open now", &self.links_open),
             ("lamina_handshakes_total", "counter", "Link handshakes completed", &self.handshakes_ok),
             ("lamina_handshakes_failed_total", "counter", "Link handshakes failed", &self.handshakes_failed),
@@ -114,6 +118,8 @@ impl Metrics {
             ),
             ("lamina_exit_streams_failed_total", "counter", "Exit streams that failed", &self.streams_failed),
             ("lamina_directory_relays", "gauge", "Relays in the directory", &self.directory_relays),
+            ("lamina_extends_refused_total", "counter", "EXTENDs refused before dialling", &self.extends_refused),
+            ("lamina_links_idle_closed_total", "counter", "Idle anonymous links closed", &self.links_idle_closed),
         ];
         let mut out = String::new();
         for (name, kind, help, counter) in rows {

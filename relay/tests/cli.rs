@@ -38,6 +38,8 @@ fn help_explains_every_flag() {
         "--config",
         "--pow-bits",
         "--epoch-secs",
+        "--allow-private-exit",
+        "--test-network",
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }

@@ -17,7 +17,7 @@ for i in $(seq 0 $((N - 1))); do
     ip="127.$((40 + i)).0.1"
     seed=()
     [ "$i" -gt 0 ] && seed=(--seed "127.$((39 + i)).0.1:9001")
-    "$BIN/lamina-relay" --data-dir "$WORK/r$i" --listen "$ip:9001" "${seed[@]}" --epoch-secs 5 2>"$WORK/r$i.log" &
+    "$BIN/lamina-relay" --data-dir "$WORK/r$i" --listen "$ip:9001" "${seed[@]}" --epoch-secs 5 --test-network 2>"$WORK/r$i.log" &
     PIDS+=($!)
 done
 deadline=$(( $(date +%s) + 60 ))

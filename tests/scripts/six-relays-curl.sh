@@ -17,7 +17,7 @@ python3 -m http.server 18080 --bind 127.0.0.1 --directory "$WORK" >/dev/null 2>&
 PIDS+=($!)
 EXIT_PIDS=()
 for i in 0 1 2 3 4 5; do
-    args=(--data-dir "$WORK/r$i" --listen "127.$((60 + i)).0.1:9001" --epoch-secs 5)
+    args=(--data-dir "$WORK/r$i" --listen "127.$((60 + i)).0.1:9001" --epoch-secs 5 --test-network --allow-private-exit)
     [ "$i" -gt 0 ] && args+=(--seed 127.60.0.1:9001)
     [ "$i" -ge 3 ] && args+=(--exit-policy "accept 127.0.0.0/8:*, reject *:*")
     "$BIN/lamina-relay" "${args[@]}" 2>"$WORK/r$i.log" &

@@ -11,8 +11,7 @@ use lamina_client::dir::{bootstrap, DirParams, Directory};
 use lamina_client::path::RelayInfo;
 use lamina_client::{Client, ClientConfig};
 use lamina_directory::GossipConfig;
-use lamina_relay::config::exit_summary;
-use lamina_relay::exit_policy::ExitPolicy;
+use lamina_relay::config::{exit_policy, exit_summary};
 use lamina_relay::keys::RelayKeys;
 use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
@@ -24,6 +23,13 @@ use tokio::task::JoinHandle;
 
 /// The policy of testnet exits: loopback destinations only.
 pub const TESTNET_EXIT_POLICY: &str = "accept 127.0.0.0/8:*, accept [::1]:*, reject *:*";
+
+/// The driver settings of a local test network relay: `test_network`
+/// (links and extends to loopback, spec §15.2) and a CREATE rate fit for
+/// one client building many circuits quickly.
+pub fn testnet_net_config() -> NetConfig {
+    NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..NetConfig::default() }
+}
 
 /// A whole network in this process.
 #[derive(Debug)]
@@ -75,6 +81,22 @@ pub async fn wait_for_directory(seeds: &[SocketAddr], expected: usize) -> anyhow
     anyhow::bail!("the directory did not converge: {last}")
 }
 
+/// Wait until every relay's verified directory lists `expected` relays
+/// (relays extend only to relays they list, spec §15.3; bounded: 30 s).
+pub async fn wait_for_relays(relays: &[RelayHandle], expected: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let known = relays.iter().map(|r| r.ctx.metrics.directory_relays.get()).min().unwrap_or(0);
+        if usize::try_from(known).unwrap_or(0) >= expected {
+            // The link tasks' view is republished at most a second later.
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("not every relay lists all {expected} relays")
+}
+
 /// The loopback address of relay `i`: 127.(i+1).0.1, a distinct /16 each.
 pub fn relay_ip(i: usize) -> IpAddr {
     let octet = u8::try_from(i + 1).unwrap_or(u8::MAX);
@@ -98,6 +120,20 @@ impl TestNet {
         socks: SocketAddr,
         data_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(relays, exits, socks, data_dir, TESTNET_EXIT_POLICY, true).await
+    }
+
+    /// As [`start_in`](Self::start_in), the exits with `exit_policy` and,
+    /// unless `allow_private_exit`, the implicit private and own-address
+    /// rejects in front of it (spec §15.1).
+    pub async fn start_with(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+        exit_policy_text: &str,
+        allow_private_exit: bool,
+    ) -> anyhow::Result<Self> {
         let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
             let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
@@ -108,9 +144,9 @@ impl TestNet {
                 None => RelayKeys::ephemeral(&mut rand_core::OsRng),
             };
             let exit = i < exits;
-            let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
-            // A local test network: one client builds many circuits quickly.
-            let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
+            // A local test network: exits reach loopback (allow-private-exit).
+            let policy = exit_policy(exit, exit.then_some(exit_policy_text), &[advertised.ip()], allow_private_exit)?;
+            let config = testnet_net_config();
             let settings = DirSettings {
                 gossip: testnet_gossip(),
                 seeds: handles.first().map(|h| vec![lamina_directory::Seed::unpinned(h.addr)]).unwrap_or_default(),
@@ -124,6 +160,7 @@ impl TestNet {
         }
         let seeds: Vec<SocketAddr> = handles.iter().take(3).map(|h| h.addr).collect();
         let directory = wait_for_directory(&seeds, relays).await?;
+        wait_for_relays(&handles, relays).await?;
         let infos = directory.relays();
         let client = Client::new(ClientConfig::for_test_network(), infos.clone(), Vec::new());
         let listener = TcpListener::bind(socks).await?;

@@ -114,6 +114,37 @@ fn forged_certificate_is_rejected() {
 }
 
 #[test]
+fn xk_responder_must_prove_the_expected_relay_id() {
+    // Review H-1: an attacker holds some link key and is named as relay V's
+    // key in an EXTEND. It can finish XK (it has the key) but its
+    // certificate names its own identity, not V's: the initiator refuses.
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let (r1, victim, attacker) = (RelayKeys::new(&mut rng), RelayKeys::new(&mut rng), RelayKeys::new(&mut rng));
+    let local = LocalAuth::Relay { link_key: &r1.link, cert: r1.cert() };
+    let claimed =
+        PeerExpectation::Known { relay_id: victim.identity.relay_id(), link_key: attacker.link.link_public() };
+    let mut init = LinkHandshake::initiator(&mut rng, &local, claimed).unwrap();
+    let mut resp = LinkHandshake::responder(&attacker.link, attacker.cert());
+    let err = run(&mut rng, &mut init, &mut resp).unwrap_err();
+    assert!(err.0, "the initiator detects it on message 2");
+    assert!(matches!(err.1, LinkError::UnexpectedPeer), "{:?}", err.1);
+
+    // Nor can it copy V's certificate: it does not verify against its key.
+    let mut init = LinkHandshake::initiator(&mut rng, &local, claimed).unwrap();
+    let mut resp = LinkHandshake::responder(&attacker.link, victim.cert());
+    let err = run(&mut rng, &mut init, &mut resp).unwrap_err();
+    assert!(matches!(err.1, LinkError::Crypto { context: "link certificate", .. }), "{:?}", err.1);
+
+    // The honest responder finishes, and both sides learn the proven link key.
+    let mut init = LinkHandshake::initiator(&mut rng, &local, victim.expectation()).unwrap();
+    let mut resp = LinkHandshake::responder(&victim.link, victim.cert());
+    assert_eq!(init.peer_link_key(), None);
+    run(&mut rng, &mut init, &mut resp).unwrap();
+    assert_eq!(init.peer_link_key(), Some(victim.link.link_public()));
+    assert_eq!(resp.peer_link_key(), Some(r1.link.link_public()));
+}
+
+#[test]
 fn garbage_preamble_and_frames_are_rejected() {
     let mut rng = ChaCha20Rng::from_seed([5; 32]);
     let relay = RelayKeys::new(&mut rng);

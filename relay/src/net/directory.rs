@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::listener::{connect_relay, connect_seed};
+use super::registry::KnownRelay;
 use super::registry::RelayContext;
 
 /// Capacity of the directory task's inbox.
@@ -40,6 +41,9 @@ const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 /// What the directory task hears.
 #[derive(Debug)]
 pub enum DirCmd {
+    /// Our keys changed (onion-key rotation, spec §15.6): publish a fresh
+    /// descriptor now.
+    Republish,
     /// A complete directory message from a link.
     Message {
         /// The link.
@@ -189,7 +193,7 @@ impl DirectoryTask {
         let now = self.now();
         self.sequence = now.unix_s.max(self.sequence.saturating_add(1));
         let fields = DescriptorFields {
-            onion_key: self.ctx.keys.onion.onion_public(),
+            onion_key: self.ctx.onion_public(),
             link_key: self.ctx.keys.link.link_public(),
             sequence: self.sequence,
             published: now.unix_s,
@@ -231,6 +235,11 @@ impl DirectoryTask {
             DirCmd::LinkDown { relay } => {
                 if let Some(peer) = self.peers.remove(&relay) {
                     self.engine.remove_peer(&peer);
+                }
+            }
+            DirCmd::Republish => {
+                if let Err(e) = self.publish_own() {
+                    warn!("{e}");
                 }
             }
             DirCmd::Dialed { peer, purpose, ok } => {
@@ -356,6 +365,15 @@ impl DirectoryTask {
         }
         let known = self.engine.store().len();
         self.ctx.metrics.directory_relays.set(known as u64);
+        // The link tasks check EXTENDs and relay privileges against this
+        // view of the verified store (spec §15.3).
+        let store = self.engine.store();
+        self.ctx.publish_directory(known, || {
+            store
+                .iter()
+                .map(|d| (d.id(), KnownRelay { link_key: d.link_key(), addrs: d.addresses().to_vec() }))
+                .collect()
+        });
         // Joined: we know relays besides ourselves (or we are the first).
         if !self.bootstrapped && (known > 1 || self.settings.seeds.is_empty()) {
             self.bootstrapped = true;

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lamina_proto::cell::CircId;
 use lamina_proto::circuit::flow::STREAM_WINDOW_START;
@@ -14,7 +15,7 @@ use lamina_proto::redact::Redacted;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::debug;
 
 use super::registry::{LinkCmd, RelayContext};
@@ -22,7 +23,19 @@ use super::registry::{LinkCmd, RelayContext};
 /// Most bytes read from a destination per message to the link task.
 const READ_CHUNK: usize = 32 * 1024;
 
+/// The concurrency limits an exit stream's resolve and connect run under
+/// (review L-10).
+#[derive(Debug)]
+pub struct OpenSlots {
+    /// The circuit's slots.
+    pub circuit: Arc<Semaphore>,
+    /// The relay's slots.
+    pub relay: Arc<Semaphore>,
+}
+
 /// Open an exit stream and report to the link task that owns the circuit.
+/// A slot of the circuit and one of the relay are held while resolving and
+/// connecting; waiting for them counts towards the connect time-out.
 pub async fn open_stream(
     ctx: Arc<RelayContext>,
     inbox: mpsc::Sender<LinkCmd>,
@@ -30,8 +43,14 @@ pub async fn open_stream(
     stream: StreamId,
     target: Target,
     port: u16,
+    slots: OpenSlots,
 ) {
-    let outcome = tokio::time::timeout(ctx.config.connect_timeout, connect(&ctx, &target, port)).await;
+    let open = async {
+        let _circuit = slots.circuit.acquire_owned().await.map_err(|_| EndReason::ResourceLimit)?;
+        let _relay = slots.relay.acquire_owned().await.map_err(|_| EndReason::ResourceLimit)?;
+        connect(&ctx, &target, port).await
+    };
+    let outcome = tokio::time::timeout(ctx.config.connect_timeout, open).await;
     let socket = match outcome {
         Ok(Ok(socket)) => socket,
         Ok(Err(reason)) => {
@@ -52,11 +71,13 @@ pub async fn open_stream(
     // One window of cells can be in flight to the socket, never more.
     let capacity = usize::try_from(STREAM_WINDOW_START).unwrap_or(1000) + 64;
     let (to_socket, from_link) = mpsc::channel(capacity);
-    if inbox.send(LinkCmd::StreamConnected { circ, stream, addr, to_socket }).await.is_err() {
+    let (cancel, cancelled) = oneshot::channel();
+    if inbox.send(LinkCmd::StreamConnected { circ, stream, addr, to_socket, cancel }).await.is_err() {
         return;
     }
-    tokio::spawn(write_to_destination(write_half, from_link, inbox.clone(), circ, stream));
-    tokio::spawn(read_from_destination(read_half, inbox, circ, stream));
+    let timeouts = (ctx.config.write_timeout, ctx.config.stream_idle_timeout);
+    tokio::spawn(write_to_destination(write_half, from_link, inbox.clone(), circ, stream, timeouts.0));
+    tokio::spawn(read_from_destination(read_half, inbox, circ, stream, cancelled, timeouts.1));
 }
 
 /// Resolve, apply the policy to every address, connect to the first allowed.
@@ -98,12 +119,16 @@ fn end_reason_for(e: &std::io::Error) -> EndReason {
 }
 
 /// Write DATA from the circuit to the destination, reporting consumption.
+/// A write that makes no progress for `write_timeout` ends the writer
+/// (spec §15.5). The writer ends when the link drops its sender (the
+/// stream ended or the client half-closed).
 async fn write_to_destination(
     mut socket: OwnedWriteHalf,
     mut from_link: mpsc::Receiver<Vec<u8>>,
     inbox: mpsc::Sender<LinkCmd>,
     circ: CircId,
     stream: StreamId,
+    write_timeout: Duration,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = from_link.recv().await {
@@ -117,7 +142,7 @@ async fn write_to_destination(
                 break;
             }
         }
-        if socket.write_all(&batch).await.is_err() {
+        if !matches!(tokio::time::timeout(write_timeout, socket.write_all(&batch)).await, Ok(Ok(()))) {
             break;
         }
         if inbox.send(LinkCmd::StreamConsumed { circ, stream, cells }).await.is_err() {
@@ -130,22 +155,34 @@ async fn write_to_destination(
 /// Read from the destination and hand bytes to the link task. At most one
 /// chunk waits to be packaged while the next is read (reading overlaps
 /// packaging), so a closed window stops reading after two chunks: no
-/// unbounded buffering.
+/// unbounded buffering. It stops (dropping the socket's read half) when the
+/// link ends the stream (`cancelled`) or the destination is silent for
+/// `idle` (spec §15.5).
 async fn read_from_destination(
     mut socket: OwnedReadHalf,
     inbox: mpsc::Sender<LinkCmd>,
     circ: CircId,
     stream: StreamId,
+    mut cancelled: oneshot::Receiver<()>,
+    idle: Duration,
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut in_flight: Option<oneshot::Receiver<()>> = None;
     loop {
-        let n = match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, socket.read(&mut buf)) => read,
+            _ = &mut cancelled => return,
+        };
+        let n = match read {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => n,
         };
         if let Some(previous) = in_flight.take() {
-            if previous.await.is_err() {
+            let packaged = tokio::select! {
+                packaged = previous => packaged.is_ok(),
+                _ = &mut cancelled => false,
+            };
+            if !packaged {
                 return;
             }
         }

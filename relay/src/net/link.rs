@@ -17,18 +17,19 @@ use lamina_proto::circuit::relay::{HopKeysRef, LinkId, RelayAction, RelayCircuit
 use lamina_proto::error::{CircuitError, Fault};
 use lamina_proto::link::{LinkReceiver, LinkSender, PeerIdentity, MAX_BATCH_CELLS};
 use lamina_proto::msg::{EndReason, StreamId};
-use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, trace, warn};
 
 use lamina_proto::dirlink::Reassembler;
 
 use super::directory::DirCmd;
-use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, WRITER_CAPACITY};
+use super::listener::{os_rng, LinkParts, LinkSetupError};
+use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE, WRITER_CAPACITY};
 use crate::net::exit;
 
 /// Most cells the writer gathers into one write.
@@ -41,12 +42,12 @@ const READ_BUF: usize = 256 * 1024;
 pub fn start_link(
     ctx: &Arc<RelayContext>,
     stream: TcpStream,
-    sender: LinkSender,
-    receiver: LinkReceiver,
-    leftover: Vec<u8>,
-    peer: PeerIdentity,
+    parts: LinkParts,
     we_initiated: bool,
-) -> (LinkId, LinkHandle) {
+) -> Result<(LinkId, LinkHandle), LinkSetupError> {
+    let LinkParts { sender, receiver, peer, peer_key, leftover } = parts;
+    // Fail closed without OS randomness (review M-4): no constant seed.
+    let rng = os_rng()?;
     let id = ctx.allocate_link_id();
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_CAPACITY);
@@ -55,34 +56,33 @@ pub fn start_link(
         PeerIdentity::Relay(id) => Some(id),
         PeerIdentity::Anonymous => None,
     };
-    ctx.register(id, handle.clone(), peer_relay);
+    // Registered by the identity its certificate proved, with that key.
+    ctx.register(id, handle.clone(), peer_relay.zip(peer_key));
     ctx.metrics.links_open.inc();
     let remote = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let client_ip = match peer {
-        PeerIdentity::Anonymous => Some(remote.ip()),
-        PeerIdentity::Relay(_) => None,
-    };
     if let (Some(relay), Some(dir)) = (peer_relay, &ctx.dir_inbox) {
         let _ = dir.try_send(DirCmd::LinkUp { relay, addr: remote, outbound: we_initiated });
     }
     let (read_half, write_half) = stream.into_split();
-    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx));
+    let (writer_stop, stopped) = oneshot::channel();
+    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx, stopped));
     let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
     let task = LinkTask {
         ctx: Arc::clone(ctx),
         id,
         table,
-        rng: ChaCha20Rng::from_rng(rand_core::OsRng).unwrap_or_else(|_| ChaCha20Rng::from_seed([0; 32])),
+        rng,
         own: handle.clone(),
         cache: HashMap::new(),
         streams: HashMap::new(),
-        client_ip,
+        pending_opens: HashMap::new(),
         peer_relay,
         remote,
         dir_reassembler: Reassembler::new(),
+        _writer_stop: writer_stop,
     };
     tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
-    (id, handle)
+    Ok((id, handle))
 }
 
 /// An exit stream as the link task tracks it.
@@ -94,6 +94,9 @@ struct ExitStream {
     pending: Option<Pending>,
     /// The destination closed; end the stream once `pending` is sent.
     eof: bool,
+    /// Dropped with the stream: stops the destination reader, so the
+    /// destination socket is closed when the stream ends (spec §15.5).
+    _cancel: oneshot::Sender<()>,
 }
 
 /// Destination bytes waiting for window.
@@ -122,15 +125,18 @@ struct LinkTask {
     cache: HashMap<LinkId, LinkHandle>,
     /// Exit streams of circuits owned here.
     streams: HashMap<(CircId, StreamId), ExitStream>,
-    /// The peer's IP if it is a client (CREATE rate limit applies), `None`
-    /// for relays.
-    client_ip: Option<std::net::IpAddr>,
-    /// The peer relay, if the link is authenticated as one.
+    /// Slots for exit streams resolving or connecting, per circuit (review L-10).
+    pending_opens: HashMap<CircId, Arc<Semaphore>>,
+    /// The peer relay, if the link is authenticated as one (relay
+    /// treatment also needs it listed in the verified directory, M-2).
     peer_relay: Option<lamina_crypto::keys::RelayId>,
     /// The remote socket address.
     remote: std::net::SocketAddr,
     /// Reassembles directory messages (spec §2.6).
     dir_reassembler: Reassembler,
+    /// Dropped when this task ends: stops the writer task even while other
+    /// links still hold a handle to it (no CLOSE-WAIT socket, spec §15.5).
+    _writer_stop: oneshot::Sender<()>,
 }
 
 impl LinkTask {
@@ -147,8 +153,41 @@ impl LinkTask {
         buf.extend_from_slice(&leftover);
         let mut alive = self.handle_bytes(&mut receiver, &mut buf);
         self.flush().await;
+        let anonymous = self.peer_relay.is_none();
+        let idle_limit = self.ctx.config.idle_link_timeout;
+        let mut ticks =
+            tokio::time::interval((idle_limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_since: Option<Instant> = None;
+        let started = Instant::now();
+        let ctx = Arc::clone(&self.ctx);
         while alive {
             tokio::select! {
+                () = ctx.shed.notified(), if anonymous => {
+                    // Every slot is taken: an anonymous link that carries
+                    // nothing gives its slot up (spec §15.5).
+                    let empty = self.table.circuit_count() == 0 && self.streams.is_empty();
+                    if empty && started.elapsed() >= SHED_MIN_AGE {
+                        self.ctx.metrics.links_idle_closed.inc();
+                        debug!(link = self.id.0, "shedding an idle anonymous link");
+                        alive = false;
+                    }
+                },
+                _ = ticks.tick() => {
+                    // Forget handles of links that ended (they would keep
+                    // nothing alive, but the cache must stay bounded).
+                    self.cache.retain(|_, h| !h.inbox.is_closed());
+                    if self.table.circuit_count() > 0 || !self.streams.is_empty() {
+                        idle_since = None;
+                    } else if anonymous {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= idle_limit {
+                            self.ctx.metrics.links_idle_closed.inc();
+                            debug!(link = self.id.0, "closing an idle anonymous link");
+                            alive = false;
+                        }
+                    }
+                },
                 cmd = inbox.recv() => match cmd {
                     Some(cmd) => self.handle_cmd(cmd),
                     None => alive = false,
@@ -232,14 +271,24 @@ impl LinkTask {
     /// One cell from the peer.
     fn handle_cell(&mut self, cell: Cell) {
         if cell.command == CellCommand::Create {
-            if self.client_ip.is_some_and(|ip| !self.ctx.take_create_token(ip)) {
+            // Relay treatment only for relays the verified directory lists
+            // (review M-2); any other peer is a client.
+            let listed = self.peer_relay.is_some_and(|r| self.ctx.is_listed(&r));
+            if !listed && !self.ctx.take_create_token(self.remote.ip()) {
                 self.ctx.metrics.creates_rate_limited.inc();
                 let _ = self.own.writer.try_send(vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
                 return;
             }
             self.ctx.metrics.circuits_created.inc();
         }
-        let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key: &self.ctx.keys.onion };
+        // The current onion key, or the previous one during the overlap
+        // window if the onionskin names it (spec §15.6).
+        let onion = (cell.command == CellCommand::Create).then(|| self.ctx.onion_keys());
+        let onion_key = match &onion {
+            Some(keys) => cell.create_onionskin().map_or(&*keys.current, |skin| keys.for_onionskin(&skin)),
+            None => &self.ctx.keys.onion,
+        };
+        let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key };
         if let Err(e) = self.table.handle_cell(&mut self.rng, &keys, cell) {
             self.log_circuit_error(&e);
         }
@@ -297,10 +346,10 @@ impl LinkTask {
     /// Commands about exit streams.
     fn handle_stream_cmd(&mut self, cmd: LinkCmd) -> Result<(), CircuitError> {
         match cmd {
-            LinkCmd::StreamConnected { circ, stream, addr, to_socket } => {
+            LinkCmd::StreamConnected { circ, stream, addr, to_socket, cancel } => {
                 if self.table.stream_connected(circ, stream, addr).is_ok() {
-                    self.streams
-                        .insert((circ, stream), ExitStream { to_socket: Some(to_socket), pending: None, eof: false });
+                    let st = ExitStream { to_socket: Some(to_socket), pending: None, eof: false, _cancel: cancel };
+                    self.streams.insert((circ, stream), st);
                 }
                 Ok(())
             }
@@ -326,6 +375,25 @@ impl LinkTask {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A BEGIN: open the exit stream. At most
+    /// `max_pending_streams_per_circuit` of this circuit's opens, and
+    /// `max_pending_streams` of the relay's, resolve or connect at once; the
+    /// rest wait their turn within the connect time-out (review L-10).
+    fn begin(&mut self, circ: CircId, stream: StreamId, target: lamina_proto::msg::Target, port: u16) {
+        let per_circuit = self.ctx.config.max_pending_streams_per_circuit;
+        let circuit = self.pending_opens.entry(circ).or_insert_with(|| Arc::new(Semaphore::new(per_circuit)));
+        let slots = exit::OpenSlots { circuit: Arc::clone(circuit), relay: Arc::clone(&self.ctx.pending_streams) };
+        tokio::spawn(exit::open_stream(
+            Arc::clone(&self.ctx),
+            self.own.inbox.clone(),
+            circ,
+            stream,
+            target,
+            port,
+            slots,
+        ));
     }
 
     /// Package pending destination bytes as far as the windows allow; end
@@ -423,18 +491,10 @@ impl LinkTask {
                     Route { link: self.id, circ },
                     extend,
                     self.own.clone(),
+                    self.peer_relay,
                 ));
             }
-            RelayAction::Begin { circ, stream, target, port } => {
-                tokio::spawn(exit::open_stream(
-                    Arc::clone(&self.ctx),
-                    self.own.inbox.clone(),
-                    circ,
-                    stream,
-                    target,
-                    port,
-                ));
-            }
+            RelayAction::Begin { circ, stream, target, port } => self.begin(circ, stream, target, port),
             RelayAction::BeginDir { circ, stream } => {
                 // The directory service is attached by the directory driver;
                 // without one, the stream is refused cleanly.
@@ -469,6 +529,7 @@ impl LinkTask {
             RelayAction::CircuitClosed { circ, next, reason } => {
                 self.ctx.metrics.circuits_closed.inc();
                 self.streams.retain(|(c, _), _| *c != circ);
+                self.pending_opens.remove(&circ);
                 if let Some(next) = next {
                     commands.push((next.link, LinkCmd::CloseOutbound { circ: next.circ, reason }));
                 }
@@ -480,16 +541,74 @@ impl LinkTask {
     }
 }
 
-/// Extend a circuit owned by `owner`: reuse or open a link to the next
-/// relay, open a circuit there, and report back (spec §7.6).
+/// Why an EXTEND is refused before any dialling (spec §15.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtendRefusal {
+    /// The relay names itself.
+    #[error("extend to ourselves")]
+    Ourselves,
+    /// The relay id is not in our verified directory.
+    #[error("extend to a relay not in our directory")]
+    Unknown,
+    /// The link key differs from the listed one.
+    #[error("extend with a link key that is not the listed one")]
+    WrongKey,
+    /// The address is not one the relay's descriptor lists.
+    #[error("extend to an address the relay does not list")]
+    WrongAddress,
+    /// A non-public address outside a test network.
+    #[error("extend to a non-public address outside a test network")]
+    NonPublic,
+    /// The relay is the circuit's previous hop (an A→R→A loop).
+    #[error("extend back to the previous hop")]
+    PreviousHop,
+}
+
+/// Check an EXTEND against our own verified directory (review H-1, M-1):
+/// the named relay must be listed with that link key and address, must be
+/// neither us nor the circuit's previous hop `prev`, and must be publicly
+/// routable unless this is a test network.
+pub fn check_extend(
+    ctx: &RelayContext,
+    extend: &lamina_proto::msg::Extend,
+    prev: Option<lamina_crypto::keys::RelayId>,
+) -> Result<(), ExtendRefusal> {
+    if extend.relay_id == ctx.relay_id {
+        return Err(ExtendRefusal::Ourselves);
+    }
+    if prev == Some(extend.relay_id) {
+        return Err(ExtendRefusal::PreviousHop);
+    }
+    let known = ctx.known_relay(&extend.relay_id).ok_or(ExtendRefusal::Unknown)?;
+    if known.link_key != extend.link_key {
+        return Err(ExtendRefusal::WrongKey);
+    }
+    if !known.addrs.contains(&extend.addr) {
+        return Err(ExtendRefusal::WrongAddress);
+    }
+    if !ctx.config.test_network && !crate::exit_policy::is_public(extend.addr.ip()) {
+        return Err(ExtendRefusal::NonPublic);
+    }
+    Ok(())
+}
+
+/// Extend a circuit owned by `owner`: check the EXTEND against our
+/// directory, reuse a link proven to be the next relay's or open one, open
+/// a circuit there, and report back (spec §7.6, §15.3).
 async fn extend_circuit(
     ctx: Arc<RelayContext>,
     owner: Route,
     extend: Box<lamina_proto::msg::Extend>,
     owner_handle: LinkHandle,
+    prev: Option<lamina_crypto::keys::RelayId>,
 ) {
     let next = async {
-        let (link, handle) = match ctx.link_to(&extend.relay_id) {
+        if let Err(refusal) = check_extend(&ctx, &extend, prev) {
+            ctx.metrics.extends_refused.inc();
+            debug!(link = owner.link.0, %refusal, "extend refused");
+            return None;
+        }
+        let (link, handle) = match ctx.link_to_key(&extend.relay_id, &extend.link_key) {
             Some(found) => found,
             None => super::listener::connect_relay(&ctx, extend.addr, extend.relay_id, extend.link_key).await.ok()?,
         };
@@ -507,14 +626,22 @@ async fn extend_circuit(
 }
 
 /// The writer task: gather queued cells, seal them in batches, write once.
+/// It ends when the reader task ends (`stopped`), even while other links
+/// still hold a handle to its queue.
 async fn writer_task(
     ctx: Arc<RelayContext>,
     mut socket: OwnedWriteHalf,
     mut sender: LinkSender,
     mut queue: mpsc::Receiver<Vec<Cell>>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
-    while let Some(mut cells) = queue.recv().await {
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            _ = &mut stopped => None,
+        };
+        let Some(mut cells) = next else { break };
         while cells.len() < WRITE_GATHER_CELLS {
             match queue.try_recv() {
                 Ok(more) => cells.extend(more),
@@ -525,7 +652,11 @@ async fn writer_task(
         if sender.seal_cells(&cells, &mut out).is_err() {
             return;
         }
-        if socket.write_all(&out).await.is_err() {
+        let written = tokio::select! {
+            written = socket.write_all(&out) => written.is_ok(),
+            _ = &mut stopped => false,
+        };
+        if !written {
             return;
         }
         ctx.metrics.bytes_out.add(out.len() as u64);
