@@ -520,6 +520,25 @@ impl RelayCircuitTable {
         Ok(())
     }
 
+    /// A queue between tasks killed `circ` (it passed its bound, or held the
+    /// oldest data when the relay ran short of queue memory; spec §6.6):
+    /// forget it here and report it so its other link closes it too. With
+    /// `destroy_queued`, the queue already sent a DESTROY on this link.
+    pub fn queue_killed(&mut self, circ: CircId, destroy_queued: bool) {
+        match self.circuits.get(&circ) {
+            Some(Entry::Hop(_)) => self.remove_hop(circ, DestroyReason::Destroyed, !destroy_queued),
+            Some(Entry::Outbound { back }) => {
+                let back = *back;
+                self.circuits.remove(&circ);
+                if !destroy_queued {
+                    self.out.push_back(Cell::destroy(circ, DestroyReason::Destroyed));
+                }
+                self.actions.push_back(RelayAction::OutboundClosed { back, reason: DestroyReason::Destroyed });
+            }
+            None => {}
+        }
+    }
+
     /// Close a circuit we own (driver decision, e.g. shutdown).
     pub fn close_circuit(&mut self, circ: CircId, reason: DestroyReason) {
         if let Some(Entry::Hop(_)) = self.circuits.get(&circ) {
