@@ -125,6 +125,13 @@ impl<T> CircuitQueues<T> {
         self.len += 1;
     }
 
+    /// Queue a control item ahead of every FIFO, never dropped. The caller
+    /// bounds how many it sends (at most a few per circuit, spec §6.6).
+    pub fn push_control(&mut self, item: T) {
+        self.urgent.push_back(item);
+        self.len += 1;
+    }
+
     /// Kill `circ`: drop its queued items, refuse later ones until
     /// [`forget`](Self::forget), and report it through
     /// [`take_killed`](Self::take_killed). Returns how many items were freed.
@@ -284,9 +291,12 @@ mod tests {
         q.push(0, c(4), 50);
         q.push_urgent(c(3), 1000);
         assert_eq!(q.len(), 2);
+        q.push_control(2000);
+        q.kill(c(9));
+        assert_eq!(q.len(), 3, "kills never drop control items");
         let mut out = Vec::new();
         q.pop_batch(10, &mut out);
-        assert_eq!(out, vec![1000, 50]);
+        assert_eq!(out, vec![1000, 2000, 50]);
         assert!(q.is_empty());
     }
 
