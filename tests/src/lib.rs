@@ -98,6 +98,18 @@ impl TestNet {
         socks: SocketAddr,
         data_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(relays, exits, socks, data_dir, NetConfig::default()).await
+    }
+
+    /// As [`start_in`](Self::start_in), with the relays' driver tunables
+    /// taken from `base` (the CREATE rate is raised for the local network).
+    pub async fn start_with(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+        base: NetConfig,
+    ) -> anyhow::Result<Self> {
         let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
             let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
@@ -110,7 +122,7 @@ impl TestNet {
             let exit = i < exits;
             let policy = if exit { ExitPolicy::parse(TESTNET_EXIT_POLICY)? } else { ExitPolicy::reject_all() };
             // A local test network: one client builds many circuits quickly.
-            let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
+            let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..base.clone() };
             let settings = DirSettings {
                 gossip: testnet_gossip(),
                 seeds: handles.first().map(|h| vec![h.addr]).unwrap_or_default(),
