@@ -242,7 +242,7 @@ impl ClientCircuit {
                 self.closed_by_peer(cell.destroy_reason());
                 Ok(())
             }
-            CellCommand::Create | CellCommand::Padding | CellCommand::Directory => {
+            CellCommand::Create | CellCommand::Padding | CellCommand::Directory | CellCommand::RelayEarly => {
                 Err(CircuitError::Protocol { circ: self.circ, reason: "unexpected cell command" })
             }
         };
@@ -454,6 +454,10 @@ impl ClientCircuit {
         let (pending, onionskin) = client_start(rng, &hop.relay_id, &hop.onion_key);
         let extend = Extend { relay_id: hop.relay_id, link_key: hop.link_key, addr: hop.addr, onionskin };
         let sent = self.send_relay(next - 1, StreamId::CIRCUIT, RelayMsg::Extend(Box::new(extend)));
+        // EXTEND travels in RELAY_EARLY, which every relay counts (spec §7.6).
+        if let (Ok(_), Some(cell)) = (&sent, self.out.back_mut()) {
+            cell.command = CellCommand::RelayEarly;
+        }
         self.state = State::AwaitingExtended { hop: next, pending: Box::new(pending) };
         sent.map(|_| ())
     }

@@ -26,7 +26,7 @@ use super::flow::{
     STREAM_WINDOW_START,
 };
 use super::{backward_region, empty_body, BACKWARD_DATA_CAPACITY, MAX_STREAMS_PER_CIRCUIT};
-use crate::cell::{Cell, CellCommand, CircId, DestroyReason};
+use crate::cell::{Cell, CellCommand, CircId, DestroyReason, MAX_RELAY_EARLY};
 use crate::error::CircuitError;
 use crate::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target};
 
@@ -202,6 +202,8 @@ struct HopCircuit {
     send: SendWindow,
     /// Circuit-level receive window.
     recv: RecvWindow,
+    /// RELAY_EARLY cells seen on this circuit (spec §7.6).
+    early: u8,
 }
 
 /// One table entry.
@@ -223,6 +225,8 @@ pub struct RelayCircuitTable {
     we_initiated: bool,
     /// Whether this relay serves BEGIN (is an exit).
     exit: bool,
+    /// The peer relay of this link, if it proved one: never extended to.
+    peer: Option<RelayId>,
     /// Limits.
     limits: TableLimits,
     /// Circuits by id.
@@ -251,12 +255,19 @@ impl RelayCircuitTable {
             link,
             we_initiated,
             exit,
+            peer: None,
             limits,
             circuits: HashMap::new(),
             next_id: 1,
             out: VecDeque::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// The peer of this link is relay `peer`: circuits arriving here are
+    /// never extended back to it (spec §7.6).
+    pub fn set_peer(&mut self, peer: RelayId) {
+        self.peer = Some(peer);
     }
 
     /// This table's link.
@@ -315,9 +326,12 @@ impl RelayCircuitTable {
                 }
                 return Ok(());
             }
-            (Some(Entry::Hop(_)), CellCommand::Relay) => self.handle_forward(circ, cell),
+            (Some(Entry::Hop(_)), CellCommand::Relay | CellCommand::RelayEarly) => {
+                self.handle_forward(circ, cell, keys.relay_id)
+            }
             (Some(Entry::Hop(_)), CellCommand::Destroy) => {
-                self.remove_hop(circ, cell.destroy_reason(), false);
+                // The peer's reason is never passed on (spec §7.6, Tor bug 40649).
+                self.remove_hop(circ, DestroyReason::Destroyed, false);
                 Ok(())
             }
             (Some(Entry::Hop(_)), _) => Err(CircuitError::Protocol { circ, reason: "unexpected cell command" }),
@@ -422,10 +436,13 @@ impl RelayCircuitTable {
         }
     }
 
-    /// Send a DESTROY for an outbound circuit whose owner closed.
+    /// Send a DESTROY for an outbound circuit whose owner closed. The
+    /// owner's reason is not passed on: the next hop always sees the
+    /// generic `Destroyed` (spec §7.6, Tor bug 40649).
     pub fn close_outbound(&mut self, circ: CircId, reason: DestroyReason) {
+        let _ = reason;
         if let Some(Entry::Outbound { .. }) = self.circuits.remove(&circ) {
-            self.out.push_back(Cell::destroy(circ, reason));
+            self.out.push_back(Cell::destroy(circ, DestroyReason::Destroyed));
         }
     }
 
@@ -571,15 +588,24 @@ impl RelayCircuitTable {
             streams: HashMap::new(),
             send: SendWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
             recv: RecvWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+            early: 0,
         };
         self.circuits.insert(circ, Entry::Hop(Box::new(hop)));
         self.out.push_back(Cell::created(circ, &reply));
         Ok(())
     }
 
-    /// A forward RELAY cell on a hop circuit: peel, then forward or handle.
-    fn handle_forward(&mut self, circ: CircId, mut cell: Cell) -> Result<(), CircuitError> {
+    /// A forward RELAY or RELAY_EARLY cell on a hop circuit: count it,
+    /// peel, then forward (keeping its command) or handle.
+    fn handle_forward(&mut self, circ: CircId, mut cell: Cell, own_id: &RelayId) -> Result<(), CircuitError> {
+        let early = cell.command == CellCommand::RelayEarly;
         let hop = self.hop_mut(circ)?;
+        if early {
+            hop.early = hop.early.saturating_add(1);
+            if hop.early > MAX_RELAY_EARLY {
+                return Err(CircuitError::Protocol { circ, reason: "too many RELAY_EARLY cells" });
+            }
+        }
         let next = match hop.next {
             NextHop::Open(route) => Some(route),
             _ => None,
@@ -597,6 +623,17 @@ impl RelayCircuitTable {
             (Peeled::Onward, None) => Err(CircuitError::Protocol { circ, reason: "onward cell at last hop" }),
             (Peeled::Recognized { tag }, _) => {
                 let rc = RelayCell::decode(&cell.payload).map_err(|source| CircuitError::Decode { circ, source })?;
+                if let RelayMsg::Extend(extend) = &rc.msg {
+                    if !early {
+                        return Err(CircuitError::Protocol { circ, reason: "EXTEND outside RELAY_EARLY" });
+                    }
+                    if extend.relay_id == *own_id || Some(extend.relay_id) == self.peer {
+                        return Err(CircuitError::Protocol {
+                            circ,
+                            reason: "EXTEND to this relay or the previous hop",
+                        });
+                    }
+                }
                 self.handle_msg(circ, rc, tag)
             }
         }

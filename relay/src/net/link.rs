@@ -73,7 +73,10 @@ pub fn start_link(
     }
     let (read_half, write_half) = stream.into_split();
     tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, queues));
-    let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
+    let mut table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
+    if let Some(relay) = peer_relay {
+        table.set_peer(relay);
+    }
     let task = LinkTask {
         ctx: Arc::clone(ctx),
         id,
