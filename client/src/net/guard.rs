@@ -510,9 +510,16 @@ impl LinkTask {
     }
 
     /// Send an event to a stream's owner; a full channel means the owner
-    /// overran the window (a bug): end the stream.
+    /// overran the window (a bug), a closed one or none that it is gone:
+    /// end the stream. Ending releases the circuit credit of every DATA
+    /// cell not yet reported consumed, this one included (spec §8.3).
     fn deliver_to_stream(&mut self, circ: CircId, stream: StreamId, ev: StreamEvent) {
-        let Some(tx) = self.streams.get(&(circ, stream)) else { return };
+        let Some(tx) = self.streams.get(&(circ, stream)) else {
+            if let Some(c) = self.circuits.get_mut(&circ) {
+                let _ = c.end_stream(stream, EndReason::Misc);
+            }
+            return;
+        };
         if tx.try_send(ev).is_err() {
             self.streams.remove(&(circ, stream));
             if let Some(c) = self.circuits.get_mut(&circ) {

@@ -512,6 +512,15 @@ impl RelayCircuitTable {
         Ok(sent)
     }
 
+    /// Cells circuit `circ` may still send towards the client before a
+    /// SENDME (`None` if it is not a hop circuit here).
+    pub fn circuit_send_window(&self, circ: CircId) -> Option<u32> {
+        match self.circuits.get(&circ) {
+            Some(Entry::Hop(hop)) => Some(hop.send.available()),
+            _ => None,
+        }
+    }
+
     /// Exit: whether `stream` may send a DATA cell now.
     pub fn can_send(&self, circ: CircId, stream: StreamId) -> bool {
         match self.circuits.get(&circ) {

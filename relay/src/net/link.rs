@@ -481,12 +481,21 @@ impl LinkTask {
                 let _ = self.table.end_stream(circ, stream, EndReason::NotExit);
             }
             RelayAction::StreamData { circ, stream, data } => {
-                let overrun = match self.streams.get(&(circ, stream)).map(|st| st.to_socket.as_ref()) {
-                    Some(Some(tx)) => tx.try_send(data).is_err() && !tx.is_closed(),
+                let (overrun, discarded) = match self.streams.get(&(circ, stream)).map(|st| st.to_socket.as_ref()) {
+                    Some(Some(tx)) => match tx.try_send(data) {
+                        Ok(()) => (false, false),
+                        Err(mpsc::error::TrySendError::Closed(_)) => (false, true),
+                        Err(mpsc::error::TrySendError::Full(_)) => (true, true),
+                    },
                     // Data after a half-close breaks the protocol.
-                    Some(None) => true,
-                    None => false,
+                    Some(None) => (true, true),
+                    None => (false, true),
                 };
+                // A cell that will never reach a socket still counts for the
+                // circuit window (credit follows cells, L-9, spec §8.3).
+                if discarded {
+                    let _ = self.table.stream_consumed(circ, stream);
+                }
                 if overrun {
                     self.streams.remove(&(circ, stream));
                     let _ = self.table.end_stream(circ, stream, EndReason::Protocol);
