@@ -161,7 +161,8 @@ fn destroy_reasons_are_never_passed_on() {
     // Towards the next hop: the owner's reason is replaced.
     let mut out = RelayCircuitTable::new(LinkId(1), true, false, TableLimits::default());
     let back = Route { link: LinkId(0), circ: CIRC };
-    let next = out.open_outbound(back, &[0u8; lamina_crypto::handshake::ONIONSKIN_LEN]).unwrap();
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    let next = out.open_outbound(&mut rng, back, &[0u8; lamina_crypto::handshake::ONIONSKIN_LEN]).unwrap();
     assert_eq!(out.poll_transmit().unwrap().command, CellCommand::Create);
     out.close_outbound(next, DestroyReason::Protocol);
     let destroy = out.poll_transmit().unwrap();
@@ -183,4 +184,35 @@ fn destroy_reasons_are_never_passed_on() {
         })
         .collect();
     assert_eq!(reasons, vec![DestroyReason::Destroyed]);
+}
+
+#[test]
+fn debug_output_names_no_payload_or_destination() {
+    use lamina_proto::msg::Extend;
+    let secret = b"secret payload".to_vec();
+    let msgs = [
+        RelayMsg::Data(secret.clone()),
+        RelayMsg::Resolve("hidden.example".into()),
+        RelayMsg::Begin { target: lamina_proto::msg::Target::Hostname("hidden.example".into()), port: 4711 },
+        RelayMsg::Connected(Some("10.9.8.7".parse().unwrap())),
+    ];
+    for m in &msgs {
+        let text = format!("{m:?}");
+        for leak in ["secret", "hidden", "4711", "10.9.8.7"] {
+            assert!(!text.contains(leak), "{text}");
+        }
+    }
+    let mut rng = ChaCha20Rng::from_seed([6; 32]);
+    let next = Hop::new(&mut rng).spec();
+    let extend = Extend { relay_id: next.relay_id, link_key: next.link_key, addr: next.addr, onionskin: [0; 96] };
+    assert!(!format!("{extend:?}").contains("127.9.0.1"));
+    let action = RelayAction::StreamData { circ: CIRC, stream: StreamId(3), data: secret.clone() };
+    assert!(!format!("{action:?}").contains("115, 101, 99"), "no bytes of the payload");
+    let ev = lamina_proto::circuit::client::ClientEvent::StreamData { stream: StreamId(3), data: secret };
+    assert!(!format!("{ev:?}").contains("115, 101, 99"));
+    let ev = lamina_proto::circuit::client::ClientEvent::StreamConnected {
+        stream: StreamId(3),
+        addr: Some("10.9.8.7".parse().unwrap()),
+    };
+    assert!(!format!("{ev:?}").contains("10.9.8.7"));
 }

@@ -12,7 +12,7 @@ use lamina_proto::link::{
     LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, PeerIdentity, MAX_BATCH_CELLS,
 };
 use lamina_proto::msg::{EndReason, StreamId, Target};
-use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -150,7 +150,6 @@ impl GuardLink {
             pending: HashMap::new(),
             retiring: std::collections::HashSet::new(),
             writer,
-            next_circ: 1,
             guard: hop.addr,
         };
         tokio::spawn(task.run(read_half, rx, leftover, command_rx));
@@ -266,8 +265,6 @@ struct LinkTask {
     retiring: std::collections::HashSet<CircId>,
     /// Cells for the writer task.
     writer: mpsc::Sender<Vec<Cell>>,
-    /// Next circuit id (initiator ids have the top bit set, spec §2.3).
-    next_circ: u32,
     /// The guard's address (debug logs only).
     guard: SocketAddr,
 }
@@ -528,11 +525,10 @@ impl LinkTask {
         }
     }
 
-    /// A fresh circuit id with the initiator bit.
+    /// A fresh random circuit id with the initiator bit (L-4).
     fn allocate(&mut self) -> CircId {
         loop {
-            let id = CircId(CircId::INITIATOR_BIT | (self.next_circ & !CircId::INITIATOR_BIT));
-            self.next_circ = self.next_circ.wrapping_add(1);
+            let id = CircId(CircId::INITIATOR_BIT | (self.rng.next_u32() & !CircId::INITIATOR_BIT));
             if id.0 != CircId::INITIATOR_BIT && !self.circuits.contains_key(&id) {
                 return id;
             }

@@ -38,7 +38,7 @@ pub struct HopSpec {
 }
 
 /// What happened on the circuit, for the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// All hops are built; streams may be opened.
     Built,
@@ -74,6 +74,27 @@ pub enum ClientEvent {
         /// Why.
         reason: DestroyReason,
     },
+}
+
+/// Stream ids, reasons and sizes only: never payload bytes or addresses
+/// (L-7, spec §11).
+impl std::fmt::Debug for ClientEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Built => f.write_str("Built"),
+            Self::StreamConnected { stream, .. } => {
+                f.debug_struct("StreamConnected").field("stream", stream).finish_non_exhaustive()
+            }
+            Self::StreamData { stream, data } => {
+                f.debug_struct("StreamData").field("stream", stream).field("len", &data.len()).finish()
+            }
+            Self::StreamEnded { stream, reason } => {
+                f.debug_struct("StreamEnded").field("stream", stream).field("reason", reason).finish()
+            }
+            Self::StreamWritable { stream } => f.debug_struct("StreamWritable").field("stream", stream).finish(),
+            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
+        }
+    }
 }
 
 /// Circuit states (spec §6.1).

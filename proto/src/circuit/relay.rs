@@ -67,7 +67,6 @@ impl Default for TableLimits {
 }
 
 /// What the driver must do.
-#[derive(Debug)]
 pub enum RelayAction {
     /// Send `cell` on another link (forward direction).
     Forward {
@@ -166,6 +165,50 @@ pub enum RelayAction {
     },
 }
 
+/// Variant, circuits and routes only: never payload bytes, destinations
+/// or next-hop addresses (L-7, spec §11).
+impl std::fmt::Debug for RelayAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Forward { to, .. } => f.debug_struct("Forward").field("to", to).finish_non_exhaustive(),
+            Self::Backward { to, from, .. } => {
+                f.debug_struct("Backward").field("to", to).field("from", from).finish_non_exhaustive()
+            }
+            Self::Extend { circ, .. } => f.debug_struct("Extend").field("circ", circ).finish_non_exhaustive(),
+            Self::Begin { circ, stream, .. } => {
+                f.debug_struct("Begin").field("circ", circ).field("stream", stream).finish_non_exhaustive()
+            }
+            Self::BeginDir { circ, stream } => {
+                f.debug_struct("BeginDir").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::StreamData { circ, stream, data } => f
+                .debug_struct("StreamData")
+                .field("circ", circ)
+                .field("stream", stream)
+                .field("len", &data.len())
+                .finish(),
+            Self::StreamEnded { circ, stream, reason } => f
+                .debug_struct("StreamEnded")
+                .field("circ", circ)
+                .field("stream", stream)
+                .field("reason", reason)
+                .finish(),
+            Self::StreamHalfClosed { circ, stream } => {
+                f.debug_struct("StreamHalfClosed").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::StreamWritable { circ, stream } => {
+                f.debug_struct("StreamWritable").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::CircuitClosed { circ, next, reason } => {
+                f.debug_struct("CircuitClosed").field("circ", circ).field("next", next).field("reason", reason).finish()
+            }
+            Self::OutboundClosed { back, reason } => {
+                f.debug_struct("OutboundClosed").field("back", back).field("reason", reason).finish()
+            }
+        }
+    }
+}
+
 /// Where a hop circuit continues.
 enum NextHop {
     /// This relay is the last hop.
@@ -231,8 +274,6 @@ pub struct RelayCircuitTable {
     limits: TableLimits,
     /// Circuits by id.
     circuits: HashMap<CircId, Entry>,
-    /// Next candidate id for circuits we open on this link.
-    next_id: u32,
     /// Cells to send on this link.
     out: VecDeque<Cell>,
     /// Actions for the driver.
@@ -258,7 +299,6 @@ impl RelayCircuitTable {
             peer: None,
             limits,
             circuits: HashMap::new(),
-            next_id: 1,
             out: VecDeque::new(),
             actions: VecDeque::new(),
         }
@@ -395,17 +435,18 @@ impl RelayCircuitTable {
         result
     }
 
-    /// Allocate a circuit id on this link for a circuit owned by `back`,
-    /// and queue its CREATE carrying `onionskin`. Returns the new id.
-    pub fn open_outbound(
+    /// Allocate a random circuit id on this link for a circuit owned by
+    /// `back`, and queue its CREATE carrying `onionskin`. Returns the new id.
+    pub fn open_outbound<R: RngCore>(
         &mut self,
+        rng: &mut R,
         back: Route,
         onionskin: &[u8; lamina_crypto::handshake::ONIONSKIN_LEN],
     ) -> Result<CircId, CircuitError> {
         if self.circuits.len() >= self.limits.max_circuits {
             return Err(CircuitError::Limit { circ: back.circ, what: "circuits per link" });
         }
-        let circ = self.allocate_id();
+        let circ = self.allocate_id(rng);
         self.circuits.insert(circ, Entry::Outbound { back });
         self.out.push_back(Cell::create(circ, onionskin));
         Ok(circ)
@@ -835,12 +876,13 @@ impl RelayCircuitTable {
         self.actions.push_back(RelayAction::CircuitClosed { circ, next: next_route(&hop.next), reason });
     }
 
-    /// Pick an unused id of our parity.
-    fn allocate_id(&mut self) -> CircId {
+    /// Pick a random unused id of our parity (L-4: sequential ids would tell
+    /// the next hop how many circuits we opened in between). The table is
+    /// bounded far below 2^31 entries, so this ends quickly.
+    fn allocate_id<R: RngCore>(&mut self, rng: &mut R) -> CircId {
         let bit = if self.we_initiated { CircId::INITIATOR_BIT } else { 0 };
         loop {
-            let candidate = CircId((self.next_id & !CircId::INITIATOR_BIT) | bit);
-            self.next_id = self.next_id.wrapping_add(1);
+            let candidate = CircId((rng.next_u32() & !CircId::INITIATOR_BIT) | bit);
             if candidate.0 & !CircId::INITIATOR_BIT != 0 && !self.circuits.contains_key(&candidate) {
                 return candidate;
             }

@@ -308,7 +308,7 @@ impl LinkTask {
     fn handle_cmd(&mut self, cmd: LinkCmd) {
         let result = match cmd {
             LinkCmd::OpenOutbound { back, onionskin, reply } => {
-                let _ = reply.send(self.table.open_outbound(back, &onionskin).ok());
+                let _ = reply.send(self.table.open_outbound(&mut self.rng, back, &onionskin).ok());
                 Ok(())
             }
             LinkCmd::ExtendDone { circ, next } => {
