@@ -2,7 +2,8 @@
 //!
 //! The registry is behind a `std::sync::Mutex` held only for map lookups and
 //! inserts, never across `.await`; link tasks cache the handles they use, so
-//! the cell path takes no lock (spec §6.4).
+//! the cell path takes only the short per-queue locks of [`LinkQueues`]
+//! (spec §6.4, §6.6).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
