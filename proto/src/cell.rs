@@ -54,7 +54,14 @@ pub enum CellCommand {
     Destroy,
     /// A fragment of a directory message on circuit 0 (spec §2.6).
     Directory,
+    /// A layered relay cell a relay counts: EXTEND travels only in these,
+    /// and a circuit carries at most [`MAX_RELAY_EARLY`] (spec §7.6).
+    RelayEarly,
 }
+
+/// Most RELAY_EARLY cells one circuit may carry (Tor's limit too): caps a
+/// circuit at nine hops, whatever its client does.
+pub const MAX_RELAY_EARLY: u8 = 8;
 
 impl CellCommand {
     /// The wire code.
@@ -66,6 +73,7 @@ impl CellCommand {
             Self::Relay => 0x03,
             Self::Destroy => 0x04,
             Self::Directory => 0x05,
+            Self::RelayEarly => 0x06,
         }
     }
 
@@ -78,6 +86,7 @@ impl CellCommand {
             0x03 => Self::Relay,
             0x04 => Self::Destroy,
             0x05 => Self::Directory,
+            0x06 => Self::RelayEarly,
             _ => return Err(DecodeError::invalid("cell", "unknown command")),
         })
     }

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod flow;
+pub mod queue;
 pub mod relay;
 
 use lamina_crypto::layer::{forward_capacity, BACKWARD_CAPACITY, BODY_LEN, TAG_LEN};

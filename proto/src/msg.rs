@@ -129,7 +129,7 @@ impl EndReason {
 
 /// Where to extend a circuit (spec §7.6): everything the hop needs to open
 /// an authenticated link and run the handshake on the client's behalf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Extend {
     /// The next hop's identity.
     pub relay_id: RelayId,
@@ -142,7 +142,7 @@ pub struct Extend {
 }
 
 /// A relay message (spec §7).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RelayMsg {
     /// Open a stream to `target:port` (exit only).
     Begin {
@@ -175,6 +175,34 @@ pub enum RelayMsg {
     /// The sender will send no more DATA on this stream; the other
     /// direction stays open (TCP half-close, spec §7.5).
     HalfClose,
+}
+
+/// Names no relay, key or address (L-7, spec §11).
+impl std::fmt::Debug for Extend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extend").finish_non_exhaustive()
+    }
+}
+
+/// The message kind and sizes only: never payload bytes, names, addresses
+/// or receipts (L-7, spec §11).
+impl std::fmt::Debug for RelayMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Begin { .. } => f.write_str("Begin { .. }"),
+            Self::Data(data) => f.debug_struct("Data").field("len", &data.len()).finish(),
+            Self::End(reason) => f.debug_tuple("End").field(reason).finish(),
+            Self::Connected(_) => f.write_str("Connected(..)"),
+            Self::Sendme(_) => f.write_str("Sendme(..)"),
+            Self::Extend(e) => f.debug_tuple("Extend").field(e).finish(),
+            Self::Extended(_) => f.write_str("Extended(..)"),
+            Self::Drop => f.write_str("Drop"),
+            Self::Resolve(_) => f.write_str("Resolve(..)"),
+            Self::Resolved(addrs) => f.debug_struct("Resolved").field("count", &addrs.len()).finish(),
+            Self::BeginDir => f.write_str("BeginDir"),
+            Self::HalfClose => f.write_str("HalfClose"),
+        }
+    }
 }
 
 impl RelayMsg {

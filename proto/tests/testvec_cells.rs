@@ -150,6 +150,8 @@ fn cell_command_and_destroy_reason_codes_are_frozen() {
         (0x02, CellCommand::Created),
         (0x03, CellCommand::Relay),
         (0x04, CellCommand::Destroy),
+        (0x05, CellCommand::Directory),
+        (0x06, CellCommand::RelayEarly),
     ];
     for (code, command) in commands {
         assert_eq!(command.code(), code);
@@ -205,7 +207,7 @@ fn cell_decode_reads_one_cell_from_the_front() {
 
 #[test]
 fn malformed_cells_get_the_exact_error() {
-    for code in ["06", "7f", "80", "ff"] {
+    for code in ["07", "7f", "80", "ff"] {
         let bytes = cell_bytes(&format!("80000001 {code}"));
         assert_eq!(Cell::decode(&bytes), Err(invalid("cell", "unknown command")), "command {code}");
     }

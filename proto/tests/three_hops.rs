@@ -270,7 +270,7 @@ impl Net {
                 };
                 let back = Route { link, circ };
                 let out_table = self.relays[relay].tables.get_mut(&out_link).unwrap();
-                let out_circ = out_table.open_outbound(back, &extend.onionskin).unwrap();
+                let out_circ = out_table.open_outbound(&mut self.rng, back, &extend.onionskin).unwrap();
                 let table = self.relays[relay].tables.get_mut(&link).unwrap();
                 table.extend_started(circ, Route { link: out_link, circ: out_circ });
             }

@@ -31,6 +31,15 @@ pub fn testnet_net_config() -> NetConfig {
     NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..NetConfig::default() }
 }
 
+/// The exits' policy in a [`TestNet`].
+#[derive(Debug, Clone, Copy)]
+struct Policy<'a> {
+    /// Policy text (Tor-style rules).
+    text: &'a str,
+    /// Drop the implicit private and own-address rejects (spec §15.1).
+    allow_private_exit: bool,
+}
+
 /// A whole network in this process.
 #[derive(Debug)]
 pub struct TestNet {
@@ -134,6 +143,33 @@ impl TestNet {
         exit_policy_text: &str,
         allow_private_exit: bool,
     ) -> anyhow::Result<Self> {
+        let policy = Policy { text: exit_policy_text, allow_private_exit };
+        Self::start_full(relays, exits, socks, data_dir, policy, NetConfig::default()).await
+    }
+
+    /// As [`start_in`](Self::start_in), with the relays' driver tunables
+    /// taken from `base` (the CREATE rate is raised and test-network
+    /// addresses are allowed for the local network).
+    pub async fn start_with_net(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+        base: NetConfig,
+    ) -> anyhow::Result<Self> {
+        let policy = Policy { text: TESTNET_EXIT_POLICY, allow_private_exit: true };
+        Self::start_full(relays, exits, socks, data_dir, policy, base).await
+    }
+
+    /// The one start path behind the others.
+    async fn start_full(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+        exit_rules: Policy<'_>,
+        base: NetConfig,
+    ) -> anyhow::Result<Self> {
         let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
             let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await?;
@@ -144,9 +180,12 @@ impl TestNet {
                 None => RelayKeys::ephemeral(&mut rand_core::OsRng),
             };
             let exit = i < exits;
-            // A local test network: exits reach loopback (allow-private-exit).
-            let policy = exit_policy(exit, exit.then_some(exit_policy_text), &[advertised.ip()], allow_private_exit)?;
-            let config = testnet_net_config();
+            // A local test network: exits reach loopback (allow-private-exit),
+            // one client builds many circuits quickly.
+            let policy =
+                exit_policy(exit, exit.then_some(exit_rules.text), &[advertised.ip()], exit_rules.allow_private_exit)?;
+            let config =
+                NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..base.clone() };
             let settings = DirSettings {
                 gossip: testnet_gossip(),
                 seeds: handles.first().map(|h| vec![lamina_directory::Seed::unpinned(h.addr)]).unwrap_or_default(),

@@ -181,7 +181,7 @@ async fn an_unlisted_relay_identity_gets_no_create_exemption() {
         let (_, onionskin) =
             lamina_crypto::handshake::client_start(&mut rand_core::OsRng, &guard_hop.relay_id, &guard_hop.onion_key);
         let cell = lamina_proto::cell::Cell::create(lamina_proto::cell::CircId(2 * i + 1), &onionskin);
-        fake_link.writer.send(vec![cell]).await.unwrap();
+        fake_link.queues.push_out(&fake.ctx, vec![cell]);
     }
     let started = Instant::now();
     while guard.ctx.metrics.creates_rate_limited.get() < 8 && started.elapsed() < Duration::from_secs(10) {

@@ -12,7 +12,7 @@ use lamina_proto::link::{
     LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, PeerIdentity, MAX_BATCH_CELLS,
 };
 use lamina_proto::msg::{EndReason, StreamId, Target};
-use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -150,7 +150,6 @@ impl GuardLink {
             pending: HashMap::new(),
             retiring: std::collections::HashSet::new(),
             writer,
-            next_circ: 1,
             guard: hop.addr,
         };
         tokio::spawn(task.run(read_half, rx, leftover, command_rx));
@@ -266,8 +265,6 @@ struct LinkTask {
     retiring: std::collections::HashSet<CircId>,
     /// Cells for the writer task.
     writer: mpsc::Sender<Vec<Cell>>,
-    /// Next circuit id (initiator ids have the top bit set, spec §2.3).
-    next_circ: u32,
     /// The guard's address (debug logs only).
     guard: SocketAddr,
 }
@@ -510,9 +507,16 @@ impl LinkTask {
     }
 
     /// Send an event to a stream's owner; a full channel means the owner
-    /// overran the window (a bug): end the stream.
+    /// overran the window (a bug), a closed one or none that it is gone:
+    /// end the stream. Ending releases the circuit credit of every DATA
+    /// cell not yet reported consumed, this one included (spec §8.3).
     fn deliver_to_stream(&mut self, circ: CircId, stream: StreamId, ev: StreamEvent) {
-        let Some(tx) = self.streams.get(&(circ, stream)) else { return };
+        let Some(tx) = self.streams.get(&(circ, stream)) else {
+            if let Some(c) = self.circuits.get_mut(&circ) {
+                let _ = c.end_stream(stream, EndReason::Misc);
+            }
+            return;
+        };
         if tx.try_send(ev).is_err() {
             self.streams.remove(&(circ, stream));
             if let Some(c) = self.circuits.get_mut(&circ) {
@@ -521,11 +525,10 @@ impl LinkTask {
         }
     }
 
-    /// A fresh circuit id with the initiator bit.
+    /// A fresh random circuit id with the initiator bit (L-4).
     fn allocate(&mut self) -> CircId {
         loop {
-            let id = CircId(CircId::INITIATOR_BIT | (self.next_circ & !CircId::INITIATOR_BIT));
-            self.next_circ = self.next_circ.wrapping_add(1);
+            let id = CircId(CircId::INITIATOR_BIT | (self.rng.next_u32() & !CircId::INITIATOR_BIT));
             if id.0 != CircId::INITIATOR_BIT && !self.circuits.contains_key(&id) {
                 return id;
             }

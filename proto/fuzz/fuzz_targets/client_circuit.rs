@@ -472,7 +472,7 @@ impl Harness {
                 self.handshake(0, &skin, None);
             }
             CellCommand::Destroy => self.relay_dead = true,
-            CellCommand::Relay => self.peel(cell),
+            CellCommand::Relay | CellCommand::RelayEarly => self.peel(cell),
             CellCommand::Created | CellCommand::Padding | CellCommand::Directory => {
                 panic!("the client sent {:?}", cell.command)
             }

@@ -498,7 +498,7 @@ impl World {
             }
             Call::OpenOutbound { back_link, back, skin } => {
                 let back = Route { link: LinkId(u64::from(back_link)), circ: self.circ(back) };
-                if let Ok(id) = self.tables[t].open_outbound(back, &skin) {
+                if let Ok(id) = self.tables[t].open_outbound(&mut self.rng, back, &skin) {
                     assert_ne!(id, CircId::LINK);
                     self.circs.push(id);
                 }
@@ -693,7 +693,7 @@ impl World {
                 let b_id = fixture().0[1].relay_id;
                 if t != B && extend.relay_id == b_id {
                     let back = Route { link: LinkId(if t == IN { 0 } else { 1 }), circ };
-                    match self.tables[OUT].open_outbound(back, &extend.onionskin) {
+                    match self.tables[OUT].open_outbound(&mut self.rng, back, &extend.onionskin) {
                         Ok(out) => {
                             self.circs.push(out);
                             self.tables[t].extend_started(circ, Route { link: LinkId(1), circ: out });

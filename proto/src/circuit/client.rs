@@ -38,7 +38,7 @@ pub struct HopSpec {
 }
 
 /// What happened on the circuit, for the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// All hops are built; streams may be opened.
     Built,
@@ -76,6 +76,27 @@ pub enum ClientEvent {
     },
 }
 
+/// Stream ids, reasons and sizes only: never payload bytes or addresses
+/// (L-7, spec §11).
+impl std::fmt::Debug for ClientEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Built => f.write_str("Built"),
+            Self::StreamConnected { stream, .. } => {
+                f.debug_struct("StreamConnected").field("stream", stream).finish_non_exhaustive()
+            }
+            Self::StreamData { stream, data } => {
+                f.debug_struct("StreamData").field("stream", stream).field("len", &data.len()).finish()
+            }
+            Self::StreamEnded { stream, reason } => {
+                f.debug_struct("StreamEnded").field("stream", stream).field("reason", reason).finish()
+            }
+            Self::StreamWritable { stream } => f.debug_struct("StreamWritable").field("stream", stream).finish(),
+            Self::Closed { reason } => f.debug_struct("Closed").field("reason", reason).finish(),
+        }
+    }
+}
+
 /// Circuit states (spec §6.1).
 enum State {
     /// CREATE sent to hop 0.
@@ -106,6 +127,9 @@ struct Stream {
     recv: RecvWindow,
     /// Whether a send was refused for lack of window (wake it later).
     blocked: bool,
+    /// DATA cells handed to the driver and not yet reported consumed: when
+    /// the stream ends, their circuit credit is released at once (spec §8.3).
+    undelivered: u32,
 }
 
 /// One circuit as the client sees it.
@@ -242,7 +266,7 @@ impl ClientCircuit {
                 self.closed_by_peer(cell.destroy_reason());
                 Ok(())
             }
-            CellCommand::Create | CellCommand::Padding | CellCommand::Directory => {
+            CellCommand::Create | CellCommand::Padding | CellCommand::Directory | CellCommand::RelayEarly => {
                 Err(CircuitError::Protocol { circ: self.circ, reason: "unexpected cell command" })
             }
         };
@@ -311,14 +335,34 @@ impl ClientCircuit {
 
     /// Report that one DATA cell of `stream` was delivered to its consumer;
     /// queues SENDMEs as batches complete (spec §8.2).
+    ///
+    /// A report for a stream that has ended is ignored: its credit was
+    /// released when it ended (spec §8.3), so no cell is counted twice.
     pub fn stream_consumed(&mut self, stream: StreamId) -> Result<(), CircuitError> {
         let last = self.last_hop()?;
+        let Some(st) = self.streams.get_mut(&stream) else { return Ok(()) };
+        if st.undelivered == 0 {
+            return Ok(());
+        }
+        st.undelivered -= 1;
+        let receipt = st.recv.on_consumed();
         if let Some(tag) = self.recv.on_consumed() {
             self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(tag))?;
         }
-        let receipt = self.streams.get_mut(&stream).and_then(|s| s.recv.on_consumed());
         if let Some(tag) = receipt {
             self.send_relay(last, stream, RelayMsg::Sendme(tag))?;
+        }
+        Ok(())
+    }
+
+    /// A stream left the table: count every cell it still had in the
+    /// driver's hands as consumed for the circuit window (spec §8.3).
+    fn release_credit(&mut self, st: &Stream) -> Result<(), CircuitError> {
+        for _ in 0..st.undelivered {
+            if let Some(tag) = self.recv.on_consumed() {
+                let last = self.last_hop()?;
+                self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(tag))?;
+            }
         }
         Ok(())
     }
@@ -335,11 +379,10 @@ impl ClientCircuit {
 
     /// End a stream from our side.
     pub fn end_stream(&mut self, stream: StreamId, reason: EndReason) -> Result<(), CircuitError> {
-        if self.streams.remove(&stream).is_none() {
-            return Ok(());
-        }
+        let Some(st) = self.streams.remove(&stream) else { return Ok(()) };
         let last = self.last_hop()?;
-        self.send_relay(last, stream, RelayMsg::End(reason)).map(|_| ())
+        self.send_relay(last, stream, RelayMsg::End(reason))?;
+        self.release_credit(&st)
     }
 
     /// Test hook: wrap arbitrary relay-message plaintext for `hop`, as a
@@ -382,6 +425,7 @@ impl ClientCircuit {
                 send: SendWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
                 recv: RecvWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
                 blocked: false,
+                undelivered: 0,
             },
         );
         Ok(stream)
@@ -454,6 +498,10 @@ impl ClientCircuit {
         let (pending, onionskin) = client_start(rng, &hop.relay_id, &hop.onion_key);
         let extend = Extend { relay_id: hop.relay_id, link_key: hop.link_key, addr: hop.addr, onionskin };
         let sent = self.send_relay(next - 1, StreamId::CIRCUIT, RelayMsg::Extend(Box::new(extend)));
+        // EXTEND travels in RELAY_EARLY, which every relay counts (spec §7.6).
+        if let (Ok(_), Some(cell)) = (&sent, self.out.back_mut()) {
+            cell.command = CellCommand::RelayEarly;
+        }
         self.state = State::AwaitingExtended { hop: next, pending: Box::new(pending) };
         sent.map(|_| ())
     }
@@ -506,6 +554,7 @@ impl ClientCircuit {
                 // Data for a stream we already ended is dropped but still counted.
                 if let Some(st) = self.streams.get_mut(&stream) {
                     st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+                    st.undelivered += 1;
                     self.events.push_back(ClientEvent::StreamData { stream, data });
                 } else if let Some(receipt) = self.recv.on_consumed() {
                     // Data for a stream we already ended still counts for the
@@ -529,8 +578,9 @@ impl ClientCircuit {
                 Ok(())
             }
             RelayMsg::End(reason) => {
-                if self.streams.remove(&stream).is_some() {
+                if let Some(st) = self.streams.remove(&stream) {
                     self.events.push_back(ClientEvent::StreamEnded { stream, reason });
+                    self.release_credit(&st)?;
                 }
                 Ok(())
             }

@@ -26,7 +26,7 @@ use super::flow::{
     STREAM_WINDOW_START,
 };
 use super::{backward_region, empty_body, BACKWARD_DATA_CAPACITY, MAX_STREAMS_PER_CIRCUIT};
-use crate::cell::{Cell, CellCommand, CircId, DestroyReason};
+use crate::cell::{Cell, CellCommand, CircId, DestroyReason, MAX_RELAY_EARLY};
 use crate::error::CircuitError;
 use crate::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target};
 
@@ -67,7 +67,6 @@ impl Default for TableLimits {
 }
 
 /// What the driver must do.
-#[derive(Debug)]
 pub enum RelayAction {
     /// Send `cell` on another link (forward direction).
     Forward {
@@ -166,6 +165,50 @@ pub enum RelayAction {
     },
 }
 
+/// Variant, circuits and routes only: never payload bytes, destinations
+/// or next-hop addresses (L-7, spec §11).
+impl std::fmt::Debug for RelayAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Forward { to, .. } => f.debug_struct("Forward").field("to", to).finish_non_exhaustive(),
+            Self::Backward { to, from, .. } => {
+                f.debug_struct("Backward").field("to", to).field("from", from).finish_non_exhaustive()
+            }
+            Self::Extend { circ, .. } => f.debug_struct("Extend").field("circ", circ).finish_non_exhaustive(),
+            Self::Begin { circ, stream, .. } => {
+                f.debug_struct("Begin").field("circ", circ).field("stream", stream).finish_non_exhaustive()
+            }
+            Self::BeginDir { circ, stream } => {
+                f.debug_struct("BeginDir").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::StreamData { circ, stream, data } => f
+                .debug_struct("StreamData")
+                .field("circ", circ)
+                .field("stream", stream)
+                .field("len", &data.len())
+                .finish(),
+            Self::StreamEnded { circ, stream, reason } => f
+                .debug_struct("StreamEnded")
+                .field("circ", circ)
+                .field("stream", stream)
+                .field("reason", reason)
+                .finish(),
+            Self::StreamHalfClosed { circ, stream } => {
+                f.debug_struct("StreamHalfClosed").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::StreamWritable { circ, stream } => {
+                f.debug_struct("StreamWritable").field("circ", circ).field("stream", stream).finish()
+            }
+            Self::CircuitClosed { circ, next, reason } => {
+                f.debug_struct("CircuitClosed").field("circ", circ).field("next", next).field("reason", reason).finish()
+            }
+            Self::OutboundClosed { back, reason } => {
+                f.debug_struct("OutboundClosed").field("back", back).field("reason", reason).finish()
+            }
+        }
+    }
+}
+
 /// Where a hop circuit continues.
 enum NextHop {
     /// This relay is the last hop.
@@ -202,6 +245,8 @@ struct HopCircuit {
     send: SendWindow,
     /// Circuit-level receive window.
     recv: RecvWindow,
+    /// RELAY_EARLY cells seen on this circuit (spec §7.6).
+    early: u8,
 }
 
 /// One table entry.
@@ -223,12 +268,12 @@ pub struct RelayCircuitTable {
     we_initiated: bool,
     /// Whether this relay serves BEGIN (is an exit).
     exit: bool,
+    /// The peer relay of this link, if it proved one: never extended to.
+    peer: Option<RelayId>,
     /// Limits.
     limits: TableLimits,
     /// Circuits by id.
     circuits: HashMap<CircId, Entry>,
-    /// Next candidate id for circuits we open on this link.
-    next_id: u32,
     /// Cells to send on this link.
     out: VecDeque<Cell>,
     /// Actions for the driver.
@@ -251,12 +296,18 @@ impl RelayCircuitTable {
             link,
             we_initiated,
             exit,
+            peer: None,
             limits,
             circuits: HashMap::new(),
-            next_id: 1,
             out: VecDeque::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// The peer of this link is relay `peer`: circuits arriving here are
+    /// never extended back to it (spec §7.6).
+    pub fn set_peer(&mut self, peer: RelayId) {
+        self.peer = Some(peer);
     }
 
     /// This table's link.
@@ -315,9 +366,12 @@ impl RelayCircuitTable {
                 }
                 return Ok(());
             }
-            (Some(Entry::Hop(_)), CellCommand::Relay) => self.handle_forward(circ, cell),
+            (Some(Entry::Hop(_)), CellCommand::Relay | CellCommand::RelayEarly) => {
+                self.handle_forward(circ, cell, keys.relay_id)
+            }
             (Some(Entry::Hop(_)), CellCommand::Destroy) => {
-                self.remove_hop(circ, cell.destroy_reason(), false);
+                // The peer's reason is never passed on (spec §7.6, Tor bug 40649).
+                self.remove_hop(circ, DestroyReason::Destroyed, false);
                 Ok(())
             }
             (Some(Entry::Hop(_)), _) => Err(CircuitError::Protocol { circ, reason: "unexpected cell command" }),
@@ -381,17 +435,18 @@ impl RelayCircuitTable {
         result
     }
 
-    /// Allocate a circuit id on this link for a circuit owned by `back`,
-    /// and queue its CREATE carrying `onionskin`. Returns the new id.
-    pub fn open_outbound(
+    /// Allocate a random circuit id on this link for a circuit owned by
+    /// `back`, and queue its CREATE carrying `onionskin`. Returns the new id.
+    pub fn open_outbound<R: RngCore>(
         &mut self,
+        rng: &mut R,
         back: Route,
         onionskin: &[u8; lamina_crypto::handshake::ONIONSKIN_LEN],
     ) -> Result<CircId, CircuitError> {
         if self.circuits.len() >= self.limits.max_circuits {
             return Err(CircuitError::Limit { circ: back.circ, what: "circuits per link" });
         }
-        let circ = self.allocate_id();
+        let circ = self.allocate_id(rng);
         self.circuits.insert(circ, Entry::Outbound { back });
         self.out.push_back(Cell::create(circ, onionskin));
         Ok(circ)
@@ -422,10 +477,13 @@ impl RelayCircuitTable {
         }
     }
 
-    /// Send a DESTROY for an outbound circuit whose owner closed.
+    /// Send a DESTROY for an outbound circuit whose owner closed. The
+    /// owner's reason is not passed on: the next hop always sees the
+    /// generic `Destroyed` (spec §7.6, Tor bug 40649).
     pub fn close_outbound(&mut self, circ: CircId, reason: DestroyReason) {
+        let _ = reason;
         if let Some(Entry::Outbound { .. }) = self.circuits.remove(&circ) {
-            self.out.push_back(Cell::destroy(circ, reason));
+            self.out.push_back(Cell::destroy(circ, DestroyReason::Destroyed));
         }
     }
 
@@ -495,6 +553,15 @@ impl RelayCircuitTable {
         Ok(sent)
     }
 
+    /// Cells circuit `circ` may still send towards the client before a
+    /// SENDME (`None` if it is not a hop circuit here).
+    pub fn circuit_send_window(&self, circ: CircId) -> Option<u32> {
+        match self.circuits.get(&circ) {
+            Some(Entry::Hop(hop)) => Some(hop.send.available()),
+            _ => None,
+        }
+    }
+
     /// Exit: whether `stream` may send a DATA cell now.
     pub fn can_send(&self, circ: CircId, stream: StreamId) -> bool {
         match self.circuits.get(&circ) {
@@ -518,6 +585,25 @@ impl RelayCircuitTable {
             self.originate(circ, stream, RelayMsg::Sendme(tag))?;
         }
         Ok(())
+    }
+
+    /// A queue between tasks killed `circ` (it passed its bound, or held the
+    /// oldest data when the relay ran short of queue memory; spec §6.6):
+    /// forget it here and report it so its other link closes it too. With
+    /// `destroy_queued`, the queue already sent a DESTROY on this link.
+    pub fn queue_killed(&mut self, circ: CircId, destroy_queued: bool) {
+        match self.circuits.get(&circ) {
+            Some(Entry::Hop(_)) => self.remove_hop(circ, DestroyReason::Destroyed, !destroy_queued),
+            Some(Entry::Outbound { back }) => {
+                let back = *back;
+                self.circuits.remove(&circ);
+                if !destroy_queued {
+                    self.out.push_back(Cell::destroy(circ, DestroyReason::Destroyed));
+                }
+                self.actions.push_back(RelayAction::OutboundClosed { back, reason: DestroyReason::Destroyed });
+            }
+            None => {}
+        }
     }
 
     /// Close a circuit we own (driver decision, e.g. shutdown).
@@ -552,15 +638,24 @@ impl RelayCircuitTable {
             streams: HashMap::new(),
             send: SendWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
             recv: RecvWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+            early: 0,
         };
         self.circuits.insert(circ, Entry::Hop(Box::new(hop)));
         self.out.push_back(Cell::created(circ, &reply));
         Ok(())
     }
 
-    /// A forward RELAY cell on a hop circuit: peel, then forward or handle.
-    fn handle_forward(&mut self, circ: CircId, mut cell: Cell) -> Result<(), CircuitError> {
+    /// A forward RELAY or RELAY_EARLY cell on a hop circuit: count it,
+    /// peel, then forward (keeping its command) or handle.
+    fn handle_forward(&mut self, circ: CircId, mut cell: Cell, own_id: &RelayId) -> Result<(), CircuitError> {
+        let early = cell.command == CellCommand::RelayEarly;
         let hop = self.hop_mut(circ)?;
+        if early {
+            hop.early = hop.early.saturating_add(1);
+            if hop.early > MAX_RELAY_EARLY {
+                return Err(CircuitError::Protocol { circ, reason: "too many RELAY_EARLY cells" });
+            }
+        }
         let next = match hop.next {
             NextHop::Open(route) => Some(route),
             _ => None,
@@ -578,6 +673,17 @@ impl RelayCircuitTable {
             (Peeled::Onward, None) => Err(CircuitError::Protocol { circ, reason: "onward cell at last hop" }),
             (Peeled::Recognized { tag }, _) => {
                 let rc = RelayCell::decode(&cell.payload).map_err(|source| CircuitError::Decode { circ, source })?;
+                if let RelayMsg::Extend(extend) = &rc.msg {
+                    if !early {
+                        return Err(CircuitError::Protocol { circ, reason: "EXTEND outside RELAY_EARLY" });
+                    }
+                    if extend.relay_id == *own_id || Some(extend.relay_id) == self.peer {
+                        return Err(CircuitError::Protocol {
+                            circ,
+                            reason: "EXTEND to this relay or the previous hop",
+                        });
+                    }
+                }
                 self.handle_msg(circ, rc, tag)
             }
         }
@@ -770,12 +876,13 @@ impl RelayCircuitTable {
         self.actions.push_back(RelayAction::CircuitClosed { circ, next: next_route(&hop.next), reason });
     }
 
-    /// Pick an unused id of our parity.
-    fn allocate_id(&mut self) -> CircId {
+    /// Pick a random unused id of our parity (L-4: sequential ids would tell
+    /// the next hop how many circuits we opened in between). The table is
+    /// bounded far below 2^31 entries, so this ends quickly.
+    fn allocate_id<R: RngCore>(&mut self, rng: &mut R) -> CircId {
         let bit = if self.we_initiated { CircId::INITIATOR_BIT } else { 0 };
         loop {
-            let candidate = CircId((self.next_id & !CircId::INITIATOR_BIT) | bit);
-            self.next_id = self.next_id.wrapping_add(1);
+            let candidate = CircId((rng.next_u32() & !CircId::INITIATOR_BIT) | bit);
             if candidate.0 & !CircId::INITIATOR_BIT != 0 && !self.circuits.contains_key(&candidate) {
                 return candidate;
             }

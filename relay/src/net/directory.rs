@@ -325,9 +325,8 @@ impl DirectoryTask {
                 cells.extend(c);
             }
         }
-        if !cells.is_empty() && handle.writer.try_send(cells).is_err() {
-            debug!("snapshot answer dropped: link queue full");
-        }
+        // Never waits: a full link queue drops the whole answer (spec §6.6).
+        handle.queues.push_out(&self.ctx, cells);
     }
 
     /// Drain the engine: messages to peers, then events.
@@ -335,9 +334,8 @@ impl DirectoryTask {
         while let Some((peer, msg)) = self.engine.poll_transmit() {
             let Some(cells) = msg.to_vec().ok().as_deref().and_then(fragment) else { continue };
             match self.ctx.link_to(&peer.relay) {
-                Some((_, handle)) => {
-                    let _ = handle.writer.send(cells).await;
-                }
+                // Never waits for the peer's writer (spec §6.6).
+                Some((_, handle)) => handle.queues.push_out(&self.ctx, cells),
                 None => {
                     self.peers.remove(&peer.relay);
                     self.engine.remove_peer(&peer);

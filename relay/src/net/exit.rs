@@ -143,6 +143,13 @@ async fn write_to_destination(
             }
         }
         if !matches!(tokio::time::timeout(write_timeout, socket.write_all(&batch)).await, Ok(Ok(()))) {
+            // Cells that never reach the destination still count for the
+            // circuit window (credit follows cells, L-9): report them all.
+            from_link.close();
+            while from_link.try_recv().is_ok() {
+                cells += 1;
+            }
+            let _ = inbox.send(LinkCmd::StreamConsumed { circ, stream, cells }).await;
             break;
         }
         if inbox.send(LinkCmd::StreamConsumed { circ, stream, cells }).await.is_err() {

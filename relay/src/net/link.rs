@@ -5,9 +5,12 @@
 //! the socket's read half and the table, waits for the earlier of "bytes
 //! arrived" and "a command arrived", feeds the core, then drains every
 //! output before reading again (local output before remote input, STYLE.md
-//! P11). Cells for this link go to the writer task through a bounded
-//! channel; cells for other links go straight to their writer (forward) or
-//! their reader (backward, which must add a layer) — never through a lock.
+//! P11). Cells go into per-circuit queues ([`LinkQueues`], spec §6.6): this
+//! link's writer queue, another link's writer queue (forward) or another
+//! link's backward queue (its reader must add a layer). A push never waits,
+//! so no link task ever waits for another: a circuit that overfills a queue
+//! is closed, never the link, and a writer that makes no progress for
+//! `write_stall_timeout` closes its link.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,13 +32,16 @@ use lamina_proto::dirlink::Reassembler;
 
 use super::directory::DirCmd;
 use super::listener::{os_rng, LinkParts, LinkSetupError};
-use super::registry::{LinkCmd, LinkHandle, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE, WRITER_CAPACITY};
+use super::registry::{LinkCmd, LinkHandle, LinkQueues, ReaderItem, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE};
 use crate::net::exit;
 
 /// Most cells the writer gathers into one write.
 const WRITE_GATHER_CELLS: usize = 1024;
 /// Socket read buffer size.
 const READ_BUF: usize = 256 * 1024;
+/// Most backward cells the reader takes from its queue per wake-up (then
+/// it serves its socket again: neither side starves the other).
+const BACKWARD_BATCH: usize = 2048;
 
 /// Start the tasks of an established link. Returns its id and handle; the
 /// tasks run until the link closes or the relay shuts down.
@@ -50,8 +56,8 @@ pub fn start_link(
     let rng = os_rng()?;
     let id = ctx.allocate_link_id();
     let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
-    let (writer_tx, writer_rx) = mpsc::channel(WRITER_CAPACITY);
-    let handle = LinkHandle { inbox: inbox_tx, writer: writer_tx };
+    let queues = Arc::new(LinkQueues::new(ctx.config.circuit_queue_cells));
+    let handle = LinkHandle { inbox: inbox_tx, queues: Arc::clone(&queues) };
     let peer_relay = match peer {
         PeerIdentity::Relay(id) => Some(id),
         PeerIdentity::Anonymous => None,
@@ -64,9 +70,11 @@ pub fn start_link(
         let _ = dir.try_send(DirCmd::LinkUp { relay, addr: remote, outbound: we_initiated });
     }
     let (read_half, write_half) = stream.into_split();
-    let (writer_stop, stopped) = oneshot::channel();
-    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, writer_rx, stopped));
-    let table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
+    tokio::spawn(writer_task(Arc::clone(ctx), write_half, sender, queues));
+    let mut table = RelayCircuitTable::new(id, we_initiated, ctx.policy.is_exit(), ctx.config.table_limits);
+    if let Some(relay) = peer_relay {
+        table.set_peer(relay);
+    }
     let task = LinkTask {
         ctx: Arc::clone(ctx),
         id,
@@ -79,7 +87,6 @@ pub fn start_link(
         peer_relay,
         remote,
         dir_reassembler: Reassembler::new(),
-        _writer_stop: writer_stop,
     };
     tokio::spawn(task.run(read_half, receiver, leftover, inbox_rx));
     Ok((id, handle))
@@ -134,9 +141,6 @@ struct LinkTask {
     remote: std::net::SocketAddr,
     /// Reassembles directory messages (spec §2.6).
     dir_reassembler: Reassembler,
-    /// Dropped when this task ends: stops the writer task even while other
-    /// links still hold a handle to it (no CLOSE-WAIT socket, spec §15.5).
-    _writer_stop: oneshot::Sender<()>,
 }
 
 impl LinkTask {
@@ -148,6 +152,7 @@ impl LinkTask {
         leftover: Vec<u8>,
         mut inbox: mpsc::Receiver<LinkCmd>,
     ) {
+        let queues = Arc::clone(&self.own.queues);
         let mut shutdown = self.ctx.shutdown.clone();
         let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
         buf.extend_from_slice(&leftover);
@@ -188,6 +193,7 @@ impl LinkTask {
                         }
                     }
                 },
+                () = queues.reader_wake.notified() => alive = self.handle_queues(),
                 cmd = inbox.recv() => match cmd {
                     Some(cmd) => self.handle_cmd(cmd),
                     None => alive = false,
@@ -215,6 +221,42 @@ impl LinkTask {
         self.table.link_closed();
         self.streams.clear();
         self.flush().await;
+        // The writer sends what is queued (within its stall time-out), then ends.
+        queues.close();
+        let mut sink = Vec::new();
+        while queues.pop_back(&self.ctx, BACKWARD_BATCH, &mut sink) > 0 {
+            sink.clear();
+        }
+    }
+
+    /// The queues woke us: backward cells to wrap, circuits a queue killed,
+    /// or the writer ended. Returns false if the link must close.
+    fn handle_queues(&mut self) -> bool {
+        let queues = Arc::clone(&self.own.queues);
+        let killed = queues.take_killed();
+        for circ in killed.out {
+            self.table.queue_killed(circ, true);
+            queues.forget(circ);
+        }
+        for circ in killed.back {
+            self.table.queue_killed(circ, false);
+            queues.forget(circ);
+        }
+        let mut items: Vec<ReaderItem> = Vec::new();
+        if queues.pop_back(&self.ctx, BACKWARD_BATCH, &mut items) == BACKWARD_BATCH {
+            queues.reader_wake.notify_one();
+        }
+        for item in items {
+            match item {
+                ReaderItem::Backward(circ, from, cell) => {
+                    if let Err(e) = self.table.handle_from_next(circ, from, cell) {
+                        self.log_circuit_error(&e);
+                    }
+                }
+                ReaderItem::Cmd(cmd) => self.handle_cmd(cmd),
+            }
+        }
+        !queues.is_closed()
     }
 
     /// Decrypt every complete frame in `buf` and feed its cells to the
@@ -276,7 +318,7 @@ impl LinkTask {
             let listed = self.peer_relay.is_some_and(|r| self.ctx.is_listed(&r));
             if !listed && !self.ctx.take_create_token(self.remote.ip()) {
                 self.ctx.metrics.creates_rate_limited.inc();
-                let _ = self.own.writer.try_send(vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
+                self.own.queues.push_out(&self.ctx, vec![Cell::destroy(cell.circ, DestroyReason::ResourceLimit)]);
                 return;
             }
             self.ctx.metrics.circuits_created.inc();
@@ -309,16 +351,8 @@ impl LinkTask {
     /// A command from another task.
     fn handle_cmd(&mut self, cmd: LinkCmd) {
         let result = match cmd {
-            LinkCmd::FromNext(cells) => {
-                for (circ, from, cell) in cells {
-                    if let Err(e) = self.table.handle_from_next(circ, from, cell) {
-                        self.log_circuit_error(&e);
-                    }
-                }
-                Ok(())
-            }
             LinkCmd::OpenOutbound { back, onionskin, reply } => {
-                let _ = reply.send(self.table.open_outbound(back, &onionskin).ok());
+                let _ = reply.send(self.table.open_outbound(&mut self.rng, back, &onionskin).ok());
                 Ok(())
             }
             LinkCmd::ExtendDone { circ, next } => {
@@ -421,7 +455,7 @@ impl LinkTask {
     }
 
     /// Drain the table: cells for our writer, cells and commands for other
-    /// links, and actions for us.
+    /// links, and actions for us. Never waits for another task (spec §6.6).
     async fn flush(&mut self) {
         let mut own = Vec::new();
         let mut forward: HashMap<LinkId, Vec<Cell>> = HashMap::new();
@@ -436,22 +470,22 @@ impl LinkTask {
         }
         if !own.is_empty() {
             self.ctx.metrics.cells_out.add(own.len() as u64);
-            let _ = self.own.writer.send(own).await;
+            self.own.queues.push_out(&self.ctx, own);
         }
         for (link, cells) in forward {
             if let Some(h) = self.handle_of(link) {
                 self.ctx.metrics.cells_out.add(cells.len() as u64);
-                let _ = h.writer.send(cells).await;
+                h.queues.push_out(&self.ctx, cells);
             }
         }
-        for (link, cells) in backward {
+        for (link, items) in backward {
             if let Some(h) = self.handle_of(link) {
-                let _ = h.inbox.send(LinkCmd::FromNext(cells)).await;
+                h.queues.push_back(&self.ctx, items);
             }
         }
         for (link, cmd) in commands {
             if let Some(h) = self.handle_of(link) {
-                let _ = h.inbox.send(cmd).await;
+                h.queues.push_cmd(&self.ctx, cmd);
             }
         }
     }
@@ -462,7 +496,7 @@ impl LinkTask {
             return Some(self.own.clone());
         }
         if let Some(h) = self.cache.get(&link) {
-            if !h.inbox.is_closed() {
+            if !h.queues.is_closed() {
                 return Some(h.clone());
             }
             self.cache.remove(&link);
@@ -502,12 +536,21 @@ impl LinkTask {
                 let _ = self.table.end_stream(circ, stream, EndReason::NotExit);
             }
             RelayAction::StreamData { circ, stream, data } => {
-                let overrun = match self.streams.get(&(circ, stream)).map(|st| st.to_socket.as_ref()) {
-                    Some(Some(tx)) => tx.try_send(data).is_err() && !tx.is_closed(),
+                let (overrun, discarded) = match self.streams.get(&(circ, stream)).map(|st| st.to_socket.as_ref()) {
+                    Some(Some(tx)) => match tx.try_send(data) {
+                        Ok(()) => (false, false),
+                        Err(mpsc::error::TrySendError::Closed(_)) => (false, true),
+                        Err(mpsc::error::TrySendError::Full(_)) => (true, true),
+                    },
                     // Data after a half-close breaks the protocol.
-                    Some(None) => true,
-                    None => false,
+                    Some(None) => (true, true),
+                    None => (false, true),
                 };
+                // A cell that will never reach a socket still counts for the
+                // circuit window (credit follows cells, L-9, spec §8.3).
+                if discarded {
+                    let _ = self.table.stream_consumed(circ, stream);
+                }
                 if overrun {
                     self.streams.remove(&(circ, stream));
                     let _ = self.table.end_stream(circ, stream, EndReason::Protocol);
@@ -614,7 +657,7 @@ async fn extend_circuit(
         };
         let (reply, answer) = oneshot::channel();
         let cmd = LinkCmd::OpenOutbound { back: owner, onionskin: Box::new(extend.onionskin), reply };
-        handle.inbox.send(cmd).await.ok()?;
+        handle.queues.push_cmd(&ctx, cmd).then_some(())?;
         let circ = answer.await.ok()??;
         Some(Route { link, circ })
     }
@@ -622,44 +665,53 @@ async fn extend_circuit(
     if next.is_none() {
         debug!(link = owner.link.0, "extend failed");
     }
-    let _ = owner_handle.inbox.send(LinkCmd::ExtendDone { circ: owner.circ, next }).await;
+    owner_handle.queues.push_cmd(&ctx, LinkCmd::ExtendDone { circ: owner.circ, next });
 }
 
-/// The writer task: gather queued cells, seal them in batches, write once.
-/// It ends when the reader task ends (`stopped`), even while other links
-/// still hold a handle to its queue.
+/// The writer task: take cells from the link's queues (round-robin over
+/// circuits), seal them in batches, write once. A write that makes no
+/// progress for `write_stall_timeout` closes the link (spec §6.6).
 async fn writer_task(
     ctx: Arc<RelayContext>,
     mut socket: OwnedWriteHalf,
     mut sender: LinkSender,
-    mut queue: mpsc::Receiver<Vec<Cell>>,
-    mut stopped: oneshot::Receiver<()>,
+    queues: Arc<LinkQueues>,
 ) {
+    let stall = ctx.config.write_stall_timeout;
+    let mut cells = Vec::with_capacity(WRITE_GATHER_CELLS);
     let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
     loop {
-        let next = tokio::select! {
-            next = queue.recv() => next,
-            _ = &mut stopped => None,
-        };
-        let Some(mut cells) = next else { break };
-        while cells.len() < WRITE_GATHER_CELLS {
-            match queue.try_recv() {
-                Ok(more) => cells.extend(more),
-                Err(_) => break,
+        cells.clear();
+        if queues.pop_out(&ctx, WRITE_GATHER_CELLS, &mut cells) == 0 {
+            if queues.is_closed() {
+                let _ = tokio::time::timeout(stall, socket.shutdown()).await;
+                break;
             }
+            queues.writer_wake.notified().await;
+            continue;
         }
         out.clear();
         if sender.seal_cells(&cells, &mut out).is_err() {
-            return;
+            break;
         }
-        let written = tokio::select! {
-            written = socket.write_all(&out) => written.is_ok(),
-            _ = &mut stopped => false,
-        };
-        if !written {
-            return;
+        if !write_with_progress(&mut socket, &out, stall).await {
+            debug!("closing link: writes made no progress");
+            break;
         }
         ctx.metrics.bytes_out.add(out.len() as u64);
     }
-    let _ = socket.shutdown().await;
+    queues.close();
+    queues.clear(&ctx);
+}
+
+/// Write all of `buf`; false on an error or when one write call makes no
+/// progress for `stall`.
+async fn write_with_progress(socket: &mut OwnedWriteHalf, mut buf: &[u8], stall: Duration) -> bool {
+    while !buf.is_empty() {
+        match tokio::time::timeout(stall, socket.write(buf)).await {
+            Ok(Ok(n)) if n > 0 => buf = buf.get(n..).unwrap_or_default(),
+            _ => return false,
+        }
+    }
+    true
 }

@@ -2,35 +2,34 @@
 //!
 //! The registry is behind a `std::sync::Mutex` held only for map lookups and
 //! inserts, never across `.await`; link tasks cache the handles they use, so
-//! the cell path takes no lock (spec §6.4).
+//! the cell path takes only the short per-queue locks of [`LinkQueues`]
+//! (spec §6.4, §6.6).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lamina_crypto::keys::{LinkPublicKey, RelayId, StaticKeypair};
-use lamina_proto::cell::{Cell, CircId, DestroyReason};
+use lamina_proto::cell::{Cell, CellCommand, CircId, DestroyReason, CELL_LEN};
+use lamina_proto::circuit::queue::{choose_victims, CircuitQueues, Pushed, DEFAULT_CIRCUIT_QUEUE_ITEMS};
 use lamina_proto::circuit::relay::{LinkId, Route, TableLimits};
 use lamina_proto::link::LinkCert;
 use lamina_proto::msg::{EndReason, StreamId};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::exit_policy::ExitPolicy;
 use crate::keys::RelayKeys;
 use crate::metrics::Metrics;
 
-/// Capacity of a link's command inbox.
-pub const INBOX_CAPACITY: usize = 4096;
-/// Capacity of a link's writer queue, in batches.
-pub const WRITER_CAPACITY: usize = 1024;
+/// Capacity of a link's stream-command inbox. Only exit-stream tasks send
+/// there, and they wait for room: that throttles a destination at its
+/// source. No link task ever waits on another's queue (spec §6.6).
+pub const INBOX_CAPACITY: usize = 256;
 
 /// A command for a link's reader task (which owns the circuit table).
 #[derive(Debug)]
 pub enum LinkCmd {
-    /// Backward cells from the next hops of circuits owned here, each with
-    /// the circuit id here and the route it arrived on.
-    FromNext(Vec<(CircId, Route, Cell)>),
     /// Open a circuit on this link for a circuit owned by `back`.
     OpenOutbound {
         /// The owning link and circuit.
@@ -115,10 +114,235 @@ pub enum LinkCmd {
 /// The channels of one live link.
 #[derive(Debug, Clone)]
 pub struct LinkHandle {
-    /// Commands for the reader task.
+    /// Stream commands for the reader task (exit-stream tasks wait on it).
     pub inbox: mpsc::Sender<LinkCmd>,
-    /// Cells for the writer task.
-    pub writer: mpsc::Sender<Vec<Cell>>,
+    /// Per-circuit queues towards the writer and the reader.
+    pub queues: Arc<LinkQueues>,
+}
+
+/// What waits in a reader's queue.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Cells are the common case; commands are rare.
+pub enum ReaderItem {
+    /// A backward cell for the owning table: the circuit id there, the
+    /// route it arrived on, the cell.
+    Backward(CircId, Route, Cell),
+    /// A circuit-lifecycle command from another task. These are never
+    /// dropped and need no bound of their own: each circuit causes at most
+    /// a few (an extend, its answer, one close per direction), and
+    /// circuits are bounded (spec §6.6).
+    Cmd(LinkCmd),
+}
+
+/// The per-circuit queues of one link (spec §6.6): cells for its writer,
+/// and backward cells for its reader to wrap in its layer. Pushing never
+/// waits; a circuit past its bound is killed, never the link.
+#[derive(Debug)]
+pub struct LinkQueues {
+    /// Cells to write on the link.
+    out: Mutex<CircuitQueues<Cell>>,
+    /// Backward cells for circuits owned by this link's table, and
+    /// circuit-lifecycle commands (as control items).
+    back: Mutex<CircuitQueues<ReaderItem>>,
+    /// Wakes the writer task.
+    pub writer_wake: Notify,
+    /// Wakes the reader task (backward cells, killed circuits, closing).
+    pub reader_wake: Notify,
+    /// Set once either task of the link ended: pushes are dropped.
+    closed: AtomicBool,
+}
+
+/// Circuits the queues of a link killed, for the reader to close.
+#[derive(Debug, Default)]
+pub struct Killed {
+    /// Killed in the writer queue (a DESTROY is already queued on the link).
+    pub out: Vec<CircId>,
+    /// Killed in the backward queue (nothing sent yet).
+    pub back: Vec<CircId>,
+}
+
+/// Lock a mutex, ignoring poisoning (the data stays consistent: every
+/// critical section is a few map operations).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LinkQueues {
+    /// Empty queues bounding each circuit to `per_circuit` cells.
+    pub fn new(per_circuit: usize) -> Self {
+        Self {
+            out: Mutex::new(CircuitQueues::new(per_circuit)),
+            back: Mutex::new(CircuitQueues::new(per_circuit)),
+            writer_wake: Notify::new(),
+            reader_wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the link is closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Mark the link closed and wake both tasks.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.writer_wake.notify_one();
+        self.reader_wake.notify_one();
+    }
+
+    /// Queue cells for the writer. Never waits. A DESTROY goes ahead of
+    /// queued cells (and replaces its circuit's backlog); a circuit past its
+    /// bound is killed and a DESTROY is queued for it; link cells (gossip)
+    /// that do not all fit are dropped as a whole message.
+    pub fn push_out(&self, ctx: &RelayContext, cells: Vec<Cell>) {
+        if cells.is_empty() || self.is_closed() {
+            return;
+        }
+        let now = ctx.now_ms();
+        let (before, after, queued, killed) = {
+            let mut q = lock(&self.out);
+            let before = q.len();
+            let link_cells = cells.iter().filter(|c| c.circ == CircId::LINK).count();
+            let link_fits = q.circuit_len(CircId::LINK) + link_cells <= ctx.config.circuit_queue_cells;
+            let (mut queued, mut killed) = (false, false);
+            for cell in cells {
+                let circ = cell.circ;
+                if cell.command == CellCommand::Destroy {
+                    q.push_urgent(circ, cell);
+                    queued = true;
+                    continue;
+                }
+                if circ == CircId::LINK && !link_fits {
+                    continue;
+                }
+                match q.push(now, circ, cell) {
+                    Pushed::Queued => queued = true,
+                    Pushed::Dropped => {}
+                    Pushed::Killed => {
+                        q.push_urgent(circ, Cell::destroy(circ, DestroyReason::Destroyed));
+                        queued = true;
+                        killed = true;
+                    }
+                }
+            }
+            (before, q.len(), queued, killed)
+        };
+        ctx.account(before, after);
+        if queued {
+            self.writer_wake.notify_one();
+        }
+        if killed {
+            ctx.queue_kills.fetch_add(1, Ordering::Relaxed);
+            self.reader_wake.notify_one();
+        }
+        ctx.enforce_memory_cap();
+    }
+
+    /// Queue backward cells `(circuit here, arrived on, cell)` for this
+    /// link's reader. Never waits.
+    pub fn push_back(&self, ctx: &RelayContext, items: Vec<(CircId, Route, Cell)>) {
+        if items.is_empty() || self.is_closed() {
+            return;
+        }
+        let now = ctx.now_ms();
+        let (before, after, killed) = {
+            let mut q = lock(&self.back);
+            let before = q.len();
+            let mut killed = false;
+            for (circ, from, cell) in items {
+                killed |= q.push(now, circ, ReaderItem::Backward(circ, from, cell)) == Pushed::Killed;
+            }
+            (before, q.len(), killed)
+        };
+        ctx.account(before, after);
+        if killed {
+            ctx.queue_kills.fetch_add(1, Ordering::Relaxed);
+        }
+        self.reader_wake.notify_one();
+        ctx.enforce_memory_cap();
+    }
+
+    /// Send a circuit-lifecycle command to this link's reader. Never waits
+    /// and is never dropped while the link lives. A close drops the
+    /// circuit's queued backward cells (they can no longer be delivered).
+    /// Returns false if the link is closed.
+    pub fn push_cmd(&self, ctx: &RelayContext, cmd: LinkCmd) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let (before, after) = {
+            let mut q = lock(&self.back);
+            let before = q.len();
+            match &cmd {
+                LinkCmd::NextHopClosed { circ, .. } => {
+                    let circ = *circ;
+                    q.push_urgent(circ, ReaderItem::Cmd(cmd));
+                }
+                _ => q.push_control(ReaderItem::Cmd(cmd)),
+            }
+            (before, q.len())
+        };
+        ctx.account(before, after);
+        self.reader_wake.notify_one();
+        true
+    }
+
+    /// Take up to `max` cells for the writer.
+    pub fn pop_out(&self, ctx: &RelayContext, max: usize, out: &mut Vec<Cell>) -> usize {
+        let n = lock(&self.out).pop_batch(max, out);
+        ctx.queued_cells.fetch_sub(n, Ordering::AcqRel);
+        n
+    }
+
+    /// Take up to `max` backward cells for the reader.
+    pub fn pop_back(&self, ctx: &RelayContext, max: usize, out: &mut Vec<ReaderItem>) -> usize {
+        let n = lock(&self.back).pop_batch(max, out);
+        ctx.queued_cells.fetch_sub(n, Ordering::AcqRel);
+        n
+    }
+
+    /// Circuits killed since the last call. The caller closes them in its
+    /// table and then calls [`forget`](Self::forget).
+    pub fn take_killed(&self) -> Killed {
+        Killed { out: lock(&self.out).take_killed(), back: lock(&self.back).take_killed() }
+    }
+
+    /// The reader closed `circ`: its id may carry cells again.
+    pub fn forget(&self, circ: CircId) {
+        lock(&self.out).forget(circ);
+        lock(&self.back).forget(circ);
+    }
+
+    /// Drop everything queued (the link is gone).
+    pub fn clear(&self, ctx: &RelayContext) {
+        let mut sink = Vec::new();
+        while self.pop_out(ctx, 4096, &mut sink) > 0 {
+            sink.clear();
+        }
+        let mut sink = Vec::new();
+        while self.pop_back(ctx, 4096, &mut sink) > 0 {
+            sink.clear();
+        }
+    }
+
+    /// Kill `circ` in the writer queue (relay memory is short); returns
+    /// the cells freed.
+    fn kill_out(&self, circ: CircId) -> (usize, usize) {
+        let mut q = lock(&self.out);
+        let before = q.len();
+        q.kill(circ);
+        q.push_urgent(circ, Cell::destroy(circ, DestroyReason::Destroyed));
+        (before, q.len())
+    }
+
+    /// Kill `circ` in the backward queue; returns the lengths before and after.
+    fn kill_back(&self, circ: CircId) -> (usize, usize) {
+        let mut q = lock(&self.back);
+        let before = q.len();
+        q.kill(circ);
+        (before, q.len())
+    }
 }
 
 /// Links by id and by proven peer relay.
@@ -227,6 +451,14 @@ pub struct NetConfig {
     /// Where the keys live (rotated onion keys are written there); `None`
     /// for in-memory keys.
     pub key_dir: Option<std::path::PathBuf>,
+    /// Bound of one circuit's queue at this relay, in cells (spec §6.6).
+    pub circuit_queue_cells: usize,
+    /// Relay-wide cap on queued cell memory, in bytes (Tor's
+    /// `MaxMemInQueues`): past it, the circuits holding the oldest queued
+    /// cells are closed.
+    pub max_queued_bytes: usize,
+    /// A link whose writes make no progress for this long is closed.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for NetConfig {
@@ -248,6 +480,9 @@ impl Default for NetConfig {
             write_timeout: Duration::from_secs(60),
             onion_rotation: Duration::from_secs(28 * 24 * 3600),
             key_dir: None,
+            circuit_queue_cells: DEFAULT_CIRCUIT_QUEUE_ITEMS,
+            max_queued_bytes: 64 * 1024 * 1024,
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -290,7 +525,15 @@ pub struct RelayContext {
     /// Notified when every connection slot is taken: anonymous links that
     /// carry nothing (and handshakes) older than [`SHED_MIN_AGE`] close
     /// (spec §15.5).
-    pub shed: tokio::sync::Notify,
+    pub shed: Notify,
+    /// Origin of the queues' millisecond clock.
+    started: std::time::Instant,
+    /// Cells queued in every link's queues (spec §6.6).
+    queued_cells: AtomicUsize,
+    /// Whether a task is choosing circuits to kill for memory.
+    reclaiming: AtomicBool,
+    /// Circuits killed by a queue (bound passed or memory short).
+    pub queue_kills: AtomicU64,
 }
 
 /// Connections younger than this are not shed.
@@ -346,9 +589,73 @@ impl RelayContext {
             verified: Mutex::new(VerifiedView::default()),
             last_sweep: Mutex::new(None),
             pending_streams: Arc::new(tokio::sync::Semaphore::new(config.max_pending_streams)),
-            shed: tokio::sync::Notify::new(),
+            shed: Notify::new(),
             onion: std::sync::RwLock::new(onion),
+            started: std::time::Instant::now(),
+            queued_cells: AtomicUsize::new(0),
+            reclaiming: AtomicBool::new(false),
+            queue_kills: AtomicU64::new(0),
         })
+    }
+
+    /// Milliseconds since the relay started (the queues' clock).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Cells queued in all links' queues now.
+    pub fn queued_cells(&self) -> usize {
+        self.queued_cells.load(Ordering::Acquire)
+    }
+
+    /// Record a queue's length change.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.queued_cells.fetch_add(after - before, Ordering::AcqRel);
+        } else {
+            self.queued_cells.fetch_sub(before - after, Ordering::AcqRel);
+        }
+    }
+
+    /// Most cells all queues may hold (from `max_queued_bytes`).
+    fn queued_cells_cap(&self) -> usize {
+        (self.config.max_queued_bytes / CELL_LEN).max(1)
+    }
+
+    /// Past the memory cap, kill the circuits holding the oldest queued
+    /// cells until the queues are back under 90% of it (spec §6.6). One
+    /// task reclaims at a time; others carry on.
+    fn enforce_memory_cap(&self) {
+        let cap = self.queued_cells_cap();
+        if self.queued_cells() <= cap || self.reclaiming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let target = cap / 10 * 9;
+        let links: Vec<(LinkId, Arc<LinkQueues>)> = {
+            let reg = lock(&self.registry);
+            reg.links.iter().map(|(id, h)| (*id, Arc::clone(&h.queues))).collect()
+        };
+        let mut candidates = Vec::new();
+        for (i, (_, queues)) in links.iter().enumerate() {
+            for (circ, oldest, cells) in lock(&queues.out).occupancy() {
+                candidates.push(((i, true, circ), oldest, cells));
+            }
+            for (circ, oldest, cells) in lock(&queues.back).occupancy() {
+                candidates.push(((i, false, circ), oldest, cells));
+            }
+        }
+        let to_free = self.queued_cells().saturating_sub(target);
+        for (i, out, circ) in choose_victims(candidates, to_free) {
+            let Some((_, queues)) = links.get(i) else { continue };
+            let (before, after) = if out { queues.kill_out(circ) } else { queues.kill_back(circ) };
+            self.account(before, after);
+            self.queue_kills.fetch_add(1, Ordering::Relaxed);
+            queues.reader_wake.notify_one();
+            if out {
+                queues.writer_wake.notify_one();
+            }
+        }
+        self.reclaiming.store(false, Ordering::Release);
     }
 
     /// A fresh link id.
