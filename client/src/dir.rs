@@ -1,10 +1,13 @@
-//! Directory bootstrap (DESIGN.md §4 "Directory"): fetch the snapshot from
-//! several seeds, verify every descriptor, recompute each root, and accept
-//! the root a majority of the seeds agree on, logging any seed that
-//! disagrees. A seed is known only by its address, so the link uses Noise
-//! `XX` and the seed proves its identity with its link certificate; the
-//! snapshot itself is trusted only through the descriptors' signatures and
-//! the cross-check between seeds.
+//! Directory bootstrap (DESIGN.md §4 "Directory", spec §13.4, §13.5): fetch
+//! the snapshot from several seeds, verify every descriptor, recompute each
+//! root over the set as served, and accept the root a majority of the seeds
+//! agree on, logging any seed that disagrees. The link uses Noise `XX` and
+//! the seed proves its identity with its link certificate; a seed given as
+//! `RELAYID@IP:PORT` must prove that id or is refused. Votes count once per
+//! relay id and once per /16, so one operator behind several addresses, or
+//! one network block, is one vote. Seeds that answered different epochs are
+//! asked again for the oldest of them, so roots are compared like with
+//! like across a boundary.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_crypto::keys::RelayId;
 use lamina_directory::wire::{SnapshotRequest, MAX_REQUEST_CHUNKS};
-use lamina_directory::{ExitSummary, Message, SnapshotAssembler, VerifiedSnapshot};
+use lamina_directory::{Epoch, ExitSummary, Message, NetBlock, Seed, SnapshotAssembler, VerifiedSnapshot};
 use lamina_proto::cell::{Cell, CellCommand, CELL_LEN};
 use lamina_proto::circuit::client::HopSpec;
 use lamina_proto::dirlink::{fragment, Reassembler};
@@ -112,31 +115,44 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Fetch and verify the snapshot of one seed. Returns the seed's relay id
-/// (from its link certificate) and the verified snapshot.
+/// Fetch and verify the newest snapshot of one unpinned seed. Returns the
+/// seed's relay id (from its link certificate) and the verified snapshot.
 pub async fn fetch_snapshot(seed: SocketAddr, params: DirParams) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
-    tokio::time::timeout(params.timeout, fetch_inner(seed, params))
+    fetch_from(Seed::unpinned(seed), Epoch(0), params).await
+}
+
+/// Fetch and verify the snapshot of `epoch` (`Epoch(0)`: the newest the
+/// seed serves) from `seed`, refusing a seed that proves another identity
+/// than its pin.
+pub async fn fetch_from(
+    seed: Seed,
+    epoch: Epoch,
+    params: DirParams,
+) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
+    tokio::time::timeout(params.timeout, fetch_inner(seed, epoch, params))
         .await
         .map_err(|_| ClientError::Timeout("directory fetch"))?
 }
 
 /// The fetch without its time-out.
-async fn fetch_inner(seed: SocketAddr, params: DirParams) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
+async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<(RelayId, VerifiedSnapshot), ClientError> {
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
-    let mut socket = TcpStream::connect(seed).await?;
+    let mut socket = TcpStream::connect(seed.addr).await?;
     socket.set_nodelay(true)?;
     let hs = LinkHandshake::initiator(&mut rng, &LocalAuth::Anonymous, PeerExpectation::Unknown)?;
     let (mut tx, mut rx, peer, mut buf) = drive(&mut socket, hs, &mut rng).await?;
     let PeerIdentity::Relay(seed_id) = peer else {
         return Err(ClientError::Directory("the seed did not prove a relay identity".into()));
     };
+    seed.check(&seed_id).map_err(ClientError::Directory)?;
     let mut assembler = SnapshotAssembler::new();
     let mut reassembler = Reassembler::new();
     let mut next_start: u16 = 0;
     let mut received: u16 = 0;
     loop {
         if received == next_start {
-            let req = Message::SnapshotRequest(SnapshotRequest { start: next_start, max_chunks: MAX_REQUEST_CHUNKS });
+            let req =
+                Message::SnapshotRequest(SnapshotRequest { start: next_start, max_chunks: MAX_REQUEST_CHUNKS, epoch });
             let bytes = req.to_vec().map_err(|_| ClientError::Internal("encode snapshot request"))?;
             let cells = fragment(&bytes).ok_or(ClientError::Internal("fragment snapshot request"))?;
             let mut out = Vec::new();
@@ -152,14 +168,24 @@ async fn fetch_inner(seed: SocketAddr, params: DirParams) -> Result<(RelayId, Ve
             let Some(message) = reassembler.push(cell).map_err(|e| ClientError::Directory(e.to_string()))? else {
                 continue;
             };
-            let Ok(Message::SnapshotChunk(chunk)) = Message::decode(&message) else {
-                return Err(ClientError::Directory("unexpected directory message".into()));
+            let chunk = match Message::decode(&message) {
+                Ok(Message::SnapshotChunk(chunk)) => chunk,
+                Ok(Message::Unavailable { newest }) => {
+                    return Err(ClientError::Directory(format!(
+                        "the seed serves no snapshot of epoch {} (newest served: {newest})",
+                        epoch.0
+                    )))
+                }
+                _ => return Err(ClientError::Directory("unexpected directory message".into())),
             };
             received = received.saturating_add(1);
             if let Some(snapshot) = assembler.add(&chunk).map_err(|e| ClientError::Directory(e.to_string()))? {
-                let verified = snapshot
-                    .verify_all(unix_now(), params.pow_bits)
+                let (verified, dropped) = snapshot
+                    .verify_served(unix_now(), params.pow_bits)
                     .map_err(|e| ClientError::Directory(format!("snapshot does not verify: {e}")))?;
+                for (index, error) in dropped {
+                    warn!(index, %error, "descriptor in the snapshot does not verify here; not used");
+                }
                 return Ok((seed_id, verified));
             }
         }
@@ -172,14 +198,47 @@ async fn fetch_inner(seed: SocketAddr, params: DirParams) -> Result<(RelayId, Ve
     }
 }
 
-/// Bootstrap from `seeds`: fetch every seed's snapshot concurrently and
-/// accept the root that a strict majority of the seeds that answered agree
-/// on. Disagreements are logged with the seed that disagreed.
+/// Bootstrap from unpinned `seeds` (see [`bootstrap_seeds`]).
 pub async fn bootstrap(seeds: &[SocketAddr], params: DirParams) -> Result<Directory, ClientError> {
+    let seeds: Vec<Seed> = seeds.iter().copied().map(Seed::unpinned).collect();
+    bootstrap_seeds(&seeds, params).await
+}
+
+/// Bootstrap from `seeds`: fetch every seed's newest snapshot concurrently;
+/// if they answered different epochs, ask the newer ones again for the
+/// oldest epoch; accept the root a strict majority of the distinct seeds
+/// serve (spec §13.4). Unpinned seeds are logged as unauthenticated;
+/// disagreements are logged with the seed that disagreed.
+pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Directory, ClientError> {
     if seeds.is_empty() {
         return Err(ClientError::Directory("no seeds".into()));
     }
-    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_snapshot(*seed, params))).collect();
+    for seed in seeds.iter().filter(|s| s.id.is_none()) {
+        tracing::debug!(seed = %seed.addr, "seed is not pinned: its identity is not authenticated");
+    }
+    let mut results = fetch_all(seeds, Epoch(0), params).await;
+    let epochs: Vec<Epoch> = results.iter().filter_map(|r| r.outcome.as_ref().ok().map(|(_, s)| s.epoch)).collect();
+    if let (Some(lo), Some(hi)) = (epochs.iter().min().copied(), epochs.iter().max().copied()) {
+        if lo != hi {
+            let newer: Vec<Seed> = results
+                .iter()
+                .filter(|r| r.outcome.as_ref().is_ok_and(|(_, s)| s.epoch != lo))
+                .map(|r| r.seed)
+                .collect();
+            let again = fetch_all(&newer, lo, params).await;
+            for answer in again {
+                if let Some(slot) = results.iter_mut().find(|r| r.seed == answer.seed) {
+                    *slot = answer;
+                }
+            }
+        }
+    }
+    decide(results)
+}
+
+/// Fetch `epoch` from every seed concurrently.
+async fn fetch_all(seeds: &[Seed], epoch: Epoch, params: DirParams) -> Vec<SeedAnswer> {
+    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_from(*seed, epoch, params))).collect();
     let mut results = Vec::with_capacity(seeds.len());
     for (seed, task) in seeds.iter().zip(fetches) {
         let outcome = match task.await {
@@ -188,49 +247,72 @@ pub async fn bootstrap(seeds: &[SocketAddr], params: DirParams) -> Result<Direct
         };
         results.push(SeedAnswer { seed: *seed, outcome });
     }
-    decide(results)
+    results
 }
 
 /// One seed's answer: its relay id and snapshot, or what went wrong.
 struct SeedAnswer {
     /// The seed asked.
-    seed: SocketAddr,
+    seed: Seed,
     /// What it served.
     outcome: Result<(RelayId, VerifiedSnapshot), String>,
 }
 
-/// The majority rule over the seeds' answers.
+/// Who casts a seed's vote: the relay it proved (or is pinned to), else
+/// its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Voter {
+    /// A relay identity.
+    Relay(RelayId),
+    /// An unpinned seed that did not answer.
+    Addr(SocketAddr),
+}
+
+/// The majority rule over the seeds' answers: one vote per relay id and
+/// per /16 for a root, a strict majority of the distinct seeds asked.
 fn decide(results: Vec<SeedAnswer>) -> Result<Directory, ClientError> {
-    let mut votes: HashMap<[u8; 32], Vec<SocketAddr>> = HashMap::new();
+    let mut voters: Vec<Voter> = Vec::new();
+    let mut votes: HashMap<[u8; 32], Vec<(RelayId, SocketAddr)>> = HashMap::new();
     let mut snapshots: HashMap<[u8; 32], VerifiedSnapshot> = HashMap::new();
     let mut failed = Vec::new();
     for SeedAnswer { seed, outcome } in &results {
+        let voter = match outcome {
+            Ok((id, _)) => Voter::Relay(*id),
+            Err(_) => seed.id.map_or(Voter::Addr(seed.addr), Voter::Relay),
+        };
+        if !voters.contains(&voter) {
+            voters.push(voter);
+        }
         match outcome {
-            Ok((_, snap)) => {
-                votes.entry(snap.root).or_default().push(*seed);
+            Ok((id, snap)) => {
+                let list = votes.entry(snap.root).or_default();
+                let block = NetBlock::of(&seed.addr);
+                if list.iter().all(|(other, addr)| other != id && NetBlock::of(addr) != block) {
+                    list.push((*id, seed.addr));
+                }
                 snapshots.entry(snap.root).or_insert_with(|| snap.clone());
             }
-            Err(e) => failed.push((*seed, e.clone())),
+            Err(e) => failed.push((seed.addr, e.clone())),
         }
     }
-    let total = results.len();
+    let total = voters.len();
     let Some((root, agreeing)) = votes.iter().max_by_key(|(_, v)| v.len()).map(|(r, v)| (*r, v.clone())) else {
         return Err(ClientError::Directory(format!("no seed served a valid directory ({failed:?})")));
     };
-    // A strict majority of all seeds asked must agree: one liar among three
-    // cannot win, and an answer from a lone seed is not enough.
+    // A strict majority of all distinct seeds asked must agree: one liar
+    // among three cannot win, and an answer from a lone seed is not enough.
     if agreeing.len() * 2 <= total {
         return Err(ClientError::Directory(format!(
-            "no majority among {total} seeds (best root served by {})",
+            "no majority among {total} distinct seeds (best root served by {})",
             agreeing.len()
         )));
     }
     let mut disagreeing = failed;
-    for (other, seeds) in &votes {
-        if *other != root {
-            for seed in seeds {
-                warn!(%seed, root = %hex(other), accepted = %hex(&root), "seed served a different directory");
-                disagreeing.push((*seed, format!("root {}", hex(other))));
+    for SeedAnswer { seed, outcome } in &results {
+        if let Ok((_, snap)) = outcome {
+            if snap.root != root {
+                warn!(seed = %seed.addr, root = %hex(&snap.root), accepted = %hex(&root), "seed served a different directory");
+                disagreeing.push((seed.addr, format!("root {}", hex(&snap.root))));
             }
         }
     }
@@ -239,10 +321,42 @@ fn decide(results: Vec<SeedAnswer>) -> Result<Directory, ClientError> {
     }
     let snapshot = snapshots.remove(&root).ok_or(ClientError::Internal("accepted root without snapshot"))?;
     info!(relays = snapshot.descriptors.len(), root = %hex(&root), seeds = agreeing.len(), "directory accepted");
-    Ok(Directory { snapshot, agreeing, disagreeing })
+    Ok(Directory { snapshot, agreeing: agreeing.iter().map(|(_, a)| *a).collect(), disagreeing })
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer from `addr` proving relay `id`, serving `root`.
+    fn answer(id: u8, addr: &str, root: u8) -> SeedAnswer {
+        let snap = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
+        SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok((RelayId([id; 32]), snap)) }
+    }
+
+    /// Two seeds with one relay id are one vote: with a third seed that
+    /// disagrees there is no majority; with one that agrees there is.
+    #[test]
+    fn one_relay_id_is_one_vote() {
+        let twins = || vec![answer(1, "127.1.0.1:1", 7), answer(1, "127.2.0.1:1", 7)];
+        let mut split = twins();
+        split.push(answer(2, "127.3.0.1:1", 8));
+        assert!(decide(split).is_err(), "the twins must not outvote the third seed");
+        let mut agree = twins();
+        agree.push(answer(2, "127.3.0.1:1", 7));
+        let d = decide(agree).unwrap();
+        assert_eq!(d.agreeing.len(), 2);
+    }
+
+    /// Two relays in one /16 are one vote too.
+    #[test]
+    fn one_block_is_one_vote() {
+        let split = vec![answer(1, "127.1.0.1:1", 7), answer(2, "127.1.0.2:1", 7), answer(3, "127.3.0.1:1", 8)];
+        assert!(decide(split).is_err());
+    }
 }

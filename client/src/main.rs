@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lamina_client::dir::{bootstrap, fetch_snapshot, hex, load_cache, save_cache, DirParams, Directory};
+use lamina_client::dir::{bootstrap_seeds, fetch_from, hex, load_cache, save_cache, DirParams, Directory};
 use lamina_client::net::socks_listener::SocksSettings;
 use lamina_client::{Client, ClientConfig};
+use lamina_directory::{Epoch, Seed};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -39,9 +40,10 @@ struct ProxyArgs {
     #[arg(long, value_name = "IP:PORT")]
     socks: Option<SocketAddr>,
     /// Seed relays to fetch the directory from (repeat; three or more in
-    /// distinct /16s recommended: the majority root wins).
-    #[arg(long = "seed", value_name = "IP:PORT")]
-    seeds: Vec<SocketAddr>,
+    /// distinct /16s recommended: the majority root wins). RELAYID@IP:PORT
+    /// pins the seed's identity (RELAYID as `dir --json` prints `id`).
+    #[arg(long = "seed", value_name = "[RELAYID@]IP:PORT")]
+    seeds: Vec<Seed>,
     /// Directory for the guard set and the cached directory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -75,9 +77,13 @@ struct ProxyArgs {
 /// `dir` flags.
 #[derive(Debug, clap::Args)]
 struct DirArgs {
-    /// The relay to ask.
-    #[arg(long, value_name = "IP:PORT")]
-    seed: SocketAddr,
+    /// The relay to ask: RELAYID@IP:PORT (the seed must prove that id, or
+    /// the command fails) or IP:PORT (unauthenticated).
+    #[arg(long, value_name = "[RELAYID@]IP:PORT")]
+    seed: Seed,
+    /// The epoch to ask for (default: the newest the seed serves).
+    #[arg(long, value_name = "EPOCH")]
+    epoch: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -149,7 +155,11 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     let socks = args.socks.or(file.socks).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9050)));
     let socks_settings = socks_settings(&args, &file)?;
-    let seeds = if args.seeds.is_empty() { file.seeds } else { args.seeds };
+    let seeds: Vec<Seed> =
+        if args.seeds.is_empty() { file.seeds.into_iter().map(Seed::unpinned).collect() } else { args.seeds };
+    for seed in seeds.iter().filter(|s| s.id.is_none()) {
+        info!(seed = %seed.addr, "seed is not pinned (IP:PORT): its identity is not authenticated");
+    }
     anyhow::ensure!(!seeds.is_empty(), "give at least one --seed IP:PORT (three in distinct /16s recommended)");
     let allow_remote = args.allow_remote_socks || file.allow_remote_socks.unwrap_or(false);
     anyhow::ensure!(
@@ -231,31 +241,41 @@ fn socks_settings(args: &ProxyArgs, file: &FileConfig) -> anyhow::Result<SocksSe
     Ok(settings)
 }
 
-/// Re-fetch the directory once per epoch, a few seconds after each epoch
-/// boundary (when seeds have cut the new snapshot), and cache it.
-async fn refresh(client: Client, seeds: Vec<SocketAddr>, params: DirParams, epoch_secs: u64, cache: Option<PathBuf>) {
+/// Re-fetch the directory once per epoch at a random point of the first
+/// half of the epoch (so clients do not all ask at the boundary), retrying
+/// with back-off on failure, and cache it (spec §13.5).
+async fn refresh(client: Client, seeds: Vec<Seed>, params: DirParams, epoch_secs: u64, cache: Option<PathBuf>) {
+    use rand_core::RngCore;
     let epoch_secs = epoch_secs.max(1);
     loop {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let wait = epoch_secs - now % epoch_secs + (epoch_secs / 60).min(30);
+        let settle = (epoch_secs / 60).clamp(1, 30);
+        let jitter = rand_core::OsRng.next_u64() % (epoch_secs / 2).max(1);
+        let wait = epoch_secs - now % epoch_secs + settle + jitter;
         tokio::time::sleep(Duration::from_secs(wait)).await;
-        match bootstrap(&seeds, params).await {
-            Ok(directory) => {
-                client.set_relays(directory.relays());
-                if let Some(dir) = &cache {
-                    let _ = save_cache(dir, &directory.snapshot);
+        let mut backoff = Duration::from_secs(2);
+        for attempt in 0..5 {
+            match bootstrap_seeds(&seeds, params).await {
+                Ok(directory) => {
+                    client.set_relays(directory.relays());
+                    if let Some(dir) = &cache {
+                        let _ = save_cache(dir, &directory.snapshot);
+                    }
+                    break;
                 }
+                Err(e) => warn!(attempt, "directory refresh failed: {e}"),
             }
-            Err(e) => warn!("directory refresh failed: {e}"),
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(epoch_secs / 4 + 1));
         }
     }
 }
 
 /// Bootstrap, retrying for a while (seeds may still be converging).
-async fn bootstrap_until_majority(seeds: &[SocketAddr], params: DirParams) -> anyhow::Result<Directory> {
+async fn bootstrap_until_majority(seeds: &[Seed], params: DirParams) -> anyhow::Result<Directory> {
     let mut last = None;
     for _ in 0..10 {
-        match bootstrap(seeds, params).await {
+        match bootstrap_seeds(seeds, params).await {
             Ok(directory) => return Ok(directory),
             Err(e) => {
                 warn!("bootstrap attempt failed: {e}");
@@ -271,8 +291,12 @@ async fn bootstrap_until_majority(seeds: &[SocketAddr], params: DirParams) -> an
 #[allow(clippy::print_stdout)]
 async fn dir(args: DirArgs) -> anyhow::Result<()> {
     let params = DirParams { pow_bits: args.pow_bits.unwrap_or(DirParams::default().pow_bits), ..DirParams::default() };
-    let (_, snapshot) = fetch_snapshot(args.seed, params).await.with_context(|| format!("seed {}", args.seed))?;
-    let directory = Directory { snapshot, agreeing: vec![args.seed], disagreeing: Vec::new() };
+    if args.seed.id.is_none() {
+        info!(seed = %args.seed.addr, "seed is not pinned (IP:PORT): its identity is not authenticated");
+    }
+    let epoch = Epoch(args.epoch.unwrap_or(0));
+    let (_, snapshot) = fetch_from(args.seed, epoch, params).await.with_context(|| format!("seed {}", args.seed))?;
+    let directory = Directory { snapshot, agreeing: vec![args.seed.addr], disagreeing: Vec::new() };
     let relays = directory.relays();
     let root = hex(&directory.snapshot.root);
     if args.json {

@@ -39,6 +39,7 @@
 
 mod anti_entropy;
 mod config;
+mod cuts;
 mod maintenance;
 mod peers;
 mod rate;
@@ -54,12 +55,14 @@ use rand_core::{CryptoRng, RngCore};
 use lamina_crypto::keys::RelayId;
 
 pub use self::config::{GossipConfig, RateLimit};
+use self::cuts::Cuts;
 pub use self::peers::NetBlock;
 use self::peers::{PeerState, PeerTable};
 use self::rate::Limiter;
 use self::seen::SeenCache;
-use self::serve::{ServedSnapshot, SnapshotFetch};
+use self::serve::SnapshotFetch;
 pub use self::stats::{Rejections, Stats};
+use crate::cut::{CutEvidence, NoEvidence};
 use crate::descriptor::{Descriptor, DescriptorHash};
 use crate::error::{ConfigError, PeerRejected, PublishError, WireError};
 use crate::snapshot::Epoch;
@@ -168,6 +171,8 @@ struct Timers {
     next_maintenance_ms: u64,
     /// Next epoch boundary.
     next_epoch_ms: u64,
+    /// Next cut reconciliation tick.
+    next_cut_sync_ms: u64,
     /// When to ask for a fresh own descriptor.
     republish_ms: Option<u64>,
 }
@@ -207,12 +212,15 @@ pub struct GossipEngine<R> {
     events: VecDeque<Event>,
     /// Dials we asked for.
     pending: BTreeMap<PeerId, Pending>,
-    /// Exchanges we started, awaiting the partner's `Summary`: deadline.
-    out_sessions: BTreeMap<PeerId, u64>,
-    /// Exchanges peers started with us.
-    in_sessions: BTreeMap<PeerId, InSession>,
-    /// The snapshot we serve this epoch.
-    snapshot: Option<ServedSnapshot>,
+    /// Exchanges we started (by peer and scope), awaiting the partner's
+    /// `Summary` or `InSync`: deadline.
+    out_sessions: BTreeMap<(PeerId, Epoch), u64>,
+    /// Exchanges peers started with us, by peer and scope.
+    in_sessions: BTreeMap<(PeerId, Epoch), InSession>,
+    /// The cuts of the previous, current and next epoch.
+    cuts: Cuts,
+    /// Extra evidence the cut rule asks for (spec §13.1).
+    evidence: Box<dyn CutEvidence>,
     /// A snapshot download we started.
     snapshot_fetch: Option<SnapshotFetch>,
     /// Deadlines.
@@ -231,9 +239,10 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             next_round_ms: now.mono_ms.saturating_add(phase),
             next_maintenance_ms: now.mono_ms,
             next_epoch_ms: next_epoch_ms(now, config.epoch_len_s),
+            next_cut_sync_ms: now.mono_ms,
             republish_ms: None,
         };
-        Ok(Self {
+        let mut engine = Self {
             own,
             store: Store::new(config.store),
             seen: SeenCache::new(config.seen_capacity, config.seen_ttl_ms),
@@ -245,11 +254,20 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             pending: BTreeMap::new(),
             out_sessions: BTreeMap::new(),
             in_sessions: BTreeMap::new(),
-            snapshot: None,
+            cuts: Cuts::new(),
+            evidence: Box::new(NoEvidence),
             snapshot_fetch: None,
             timers,
             stats: Stats::default(),
-        })
+        };
+        engine.roll_cuts(now);
+        Ok(engine)
+    }
+
+    /// Replace the extra evidence the cut rule asks for (the default asks
+    /// for none). It must be a function of agreed state (spec §13.1).
+    pub fn set_cut_evidence(&mut self, evidence: Box<dyn CutEvidence>) {
+        self.evidence = evidence;
     }
 
     /// Our relay id.
@@ -310,8 +328,8 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.peers.peers.remove(peer);
         self.pending.remove(peer);
-        self.out_sessions.remove(peer);
-        self.in_sessions.remove(peer);
+        self.out_sessions.retain(|(p, _), _| p != peer);
+        self.in_sessions.retain(|(p, _), _| p != peer);
         if self.snapshot_fetch.as_ref().is_some_and(|f| f.peer == *peer) {
             self.snapshot_fetch = None;
         }
@@ -391,6 +409,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         }
         // If the store is full of others our descriptor is still pushed.
         let _ = self.store.insert(v.clone());
+        let _ = self.offer_to_cuts(&v);
         self.seen.insert(v.hash(), now.mono_ms);
         let lifetime = v.expires().saturating_sub(v.published());
         let due_unix = v.published().saturating_add(lifetime / self.config.republish_divisor);
@@ -440,6 +459,12 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             Message::Want(want) => self.handle_want(from, &want),
             Message::SnapshotRequest(req) => self.handle_snapshot_request(now, from, req),
             Message::SnapshotChunk(chunk) => self.handle_snapshot_chunk(now, from, chunk),
+            Message::InSync(sync) => self.handle_in_sync(now, from, sync),
+            Message::Unavailable { .. } => {
+                if self.snapshot_fetch.as_ref().is_some_and(|f| f.peer == from) {
+                    self.snapshot_fetch = None;
+                }
+            }
         }
     }
 
@@ -456,10 +481,13 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         }
     }
 
-    /// Judge one offered descriptor: seen-set, store precheck, verification,
-    /// store insert. Counts every outcome. Gossip (`remember`) records the
-    /// hash in the seen-set; bulk imports do not, so that a snapshot of
-    /// thousands of descriptors does not flush the set.
+    /// Judge one offered descriptor: seen-set, store and cut prechecks,
+    /// verification, store and cut inserts. Counts every outcome. Gossip
+    /// (`remember`) records the hash in the seen-set; bulk imports do not,
+    /// so that a snapshot of thousands of descriptors does not flush the
+    /// set. A descriptor only an open cut wants (an older version the live
+    /// store calls stale, or our own earlier one after a restart) enters
+    /// that cut but is not news: it is not forwarded.
     fn admit(&mut self, now: Now, d: Unverified<Descriptor>, remember: bool) -> Admitted {
         self.stats.descriptors_received += 1;
         let hash = d.hash();
@@ -468,27 +496,30 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             return Admitted::Ignored;
         }
         let id = d.claimed_id();
-        if id == self.own {
-            self.stats.rejected.own_id += 1;
-            return Admitted::Rejected;
-        }
-        match self.store.precheck(&id, d.claimed_sequence(), &hash) {
-            Precheck::Verify => {}
-            Precheck::Duplicate => {
+        let cut_wants = self.cuts_want(&d);
+        let live = if id == self.own { None } else { Some(self.store.precheck(&id, d.claimed_sequence(), &hash)) };
+        match live {
+            Some(Precheck::Verify) => {}
+            _ if cut_wants => {}
+            None => {
+                self.stats.rejected.own_id += 1;
+                return Admitted::Rejected;
+            }
+            Some(Precheck::Duplicate) => {
                 self.stats.duplicates += 1;
                 self.remember(remember, hash, now);
                 return Admitted::Ignored;
             }
-            Precheck::Stale { .. } => {
+            Some(Precheck::Stale { .. }) => {
                 self.stats.rejected.stale += 1;
                 self.remember(remember, hash, now);
                 return Admitted::Ignored;
             }
-            Precheck::Banned => {
+            Some(Precheck::Banned) => {
                 self.stats.rejected.banned += 1;
                 return Admitted::Rejected;
             }
-            Precheck::Full => {
+            Some(Precheck::Full) => {
                 self.stats.rejected.store_full += 1;
                 return Admitted::Rejected;
             }
@@ -501,7 +532,12 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                 return Admitted::Rejected;
             }
         };
-        self.store_verified(v)
+        let outcome = if live == Some(Precheck::Verify) { self.store_verified(v.clone()) } else { Admitted::Ignored };
+        let cut_equivocation = self.offer_to_cuts(&v);
+        if self.store.is_banned(&id) || cut_equivocation.is_some() {
+            self.propagate_ban(id);
+        }
+        outcome
     }
 
     /// Record `hash` in the seen-set if `remember`.

@@ -25,7 +25,7 @@
 use lamina_proto::codec::{Reader, Writer};
 
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN, MIN_DESCRIPTOR_LEN};
-use crate::error::{SnapshotError, WireError};
+use crate::error::{DescriptorError, SnapshotError, WireError};
 use crate::store::merkle::merkle_root;
 use crate::verify::Verified;
 use crate::wire::{wire_err, SnapshotChunk};
@@ -97,6 +97,47 @@ impl Snapshot {
             return Err(SnapshotError::RootMismatch);
         }
         Ok(VerifiedSnapshot { epoch: self.epoch, root, descriptors: out })
+    }
+
+    /// Client-side check (spec §13.5): decode every descriptor, check
+    /// strict relay-id order and the root over the set *as served*, then
+    /// verify each descriptor at `now_unix` and drop, with its index and
+    /// reason, those that fail (a relay with a skewed clock, one that just
+    /// expired) instead of voiding the whole snapshot. A malformed entry,
+    /// a wrong order or a wrong root still voids it.
+    pub fn verify_served(
+        &self,
+        now_unix: u64,
+        pow_difficulty: u8,
+    ) -> Result<(VerifiedSnapshot, Vec<(usize, DescriptorError)>), SnapshotError> {
+        if self.descriptors.len() > MAX_SNAPSHOT_DESCRIPTORS {
+            return Err(SnapshotError::InconsistentChunk("too many descriptors"));
+        }
+        let mut parsed = Vec::with_capacity(self.descriptors.len());
+        let mut leaves: Vec<DescriptorHash> = Vec::with_capacity(self.descriptors.len());
+        for (index, bytes) in self.descriptors.iter().enumerate() {
+            let d = Descriptor::decode(bytes).map_err(|source| SnapshotError::Descriptor { index, source })?;
+            if parsed
+                .last()
+                .is_some_and(|prev: &crate::verify::Unverified<Descriptor>| prev.claimed_id() >= d.claimed_id())
+            {
+                return Err(SnapshotError::NotSorted { index });
+            }
+            leaves.push(d.hash());
+            parsed.push(d);
+        }
+        if merkle_root(&leaves) != self.root {
+            return Err(SnapshotError::RootMismatch);
+        }
+        let mut out = Vec::with_capacity(parsed.len());
+        let mut dropped = Vec::new();
+        for (index, d) in parsed.into_iter().enumerate() {
+            match d.verify(now_unix, pow_difficulty) {
+                Ok(v) => out.push(v),
+                Err(e) => dropped.push((index, e)),
+            }
+        }
+        Ok((VerifiedSnapshot { epoch: self.epoch, root: self.root, descriptors: out }, dropped))
     }
 
     /// The canonical encoding (see the module documentation).

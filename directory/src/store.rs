@@ -106,6 +106,27 @@ pub enum Precheck {
     Full,
 }
 
+/// A transferable proof that a relay equivocated: two descriptors it
+/// signed (both verified) with the same sequence and different bytes
+/// (spec §13.3). Anyone holding both can check it; there is nothing to
+/// trust in the relay that shows it.
+#[derive(Debug, Clone)]
+pub struct EquivocationProof {
+    /// One version.
+    pub first: Verified<Descriptor>,
+    /// The other version.
+    pub second: Verified<Descriptor>,
+}
+
+impl EquivocationProof {
+    /// Same relay, same sequence, different bytes.
+    pub fn is_valid(&self) -> bool {
+        self.first.id() == self.second.id()
+            && self.first.sequence() == self.second.sequence()
+            && self.first.hash() != self.second.hash()
+    }
+}
+
 /// The anti-entropy summary of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDigest {
@@ -128,6 +149,9 @@ pub struct Store {
     len: usize,
     /// Relays banned for equivocation.
     banned: BoundedSet<RelayId>,
+    /// The proof behind each ban: two descriptors of the relay with the
+    /// same sequence and different bytes (bounded like `banned`).
+    proofs: BoundedMap<RelayId, EquivocationProof>,
     /// Highest sequences of relays dropped at expiry, with the time until
     /// which they are remembered.
     tombstones: BoundedMap<RelayId, (u64, u64)>,
@@ -157,6 +181,7 @@ impl Store {
             buckets: vec![Bucket::default(); BUCKETS],
             len: 0,
             banned: BoundedSet::new(config.banned_capacity),
+            proofs: BoundedMap::new(config.banned_capacity),
             tombstones: BoundedMap::new(config.capacity),
             min_expiry: u64::MAX,
             digest_root: None,
@@ -230,7 +255,9 @@ impl Store {
             Ok(i) => {
                 let previous = self.buckets[b].entries[i].sequence();
                 if previous == d.sequence() {
-                    self.remove(&id);
+                    if let Some(held) = self.remove(&id) {
+                        self.proofs.insert(id, EquivocationProof { first: held, second: d });
+                    }
                     self.banned.insert(id);
                     return InsertOutcome::Equivocation;
                 }
@@ -262,6 +289,25 @@ impl Store {
     pub fn ban(&mut self, id: RelayId) {
         self.remove(&id);
         self.banned.insert(id);
+    }
+
+    /// Ban the relay a checked proof convicts, and keep the proof so it can
+    /// be shown to others. Returns false (nothing done) if the two
+    /// descriptors do not form a proof.
+    pub fn ban_with_proof(&mut self, proof: EquivocationProof) -> bool {
+        if !proof.is_valid() {
+            return false;
+        }
+        let id = proof.first.id();
+        self.remove(&id);
+        self.banned.insert(id);
+        self.proofs.insert(id, proof);
+        true
+    }
+
+    /// The proof behind the ban of `id`, if remembered.
+    pub fn proof(&self, id: &RelayId) -> Option<&EquivocationProof> {
+        self.proofs.get(id)
     }
 
     /// Drop every descriptor expired at `now_unix`; returns how many.

@@ -77,6 +77,11 @@ impl Unverified<Descriptor> {
         self.inner.sequence()
     }
 
+    /// The (publish, expiry) times the descriptor claims (unverified).
+    pub fn claimed_window(&self) -> (u64, u64) {
+        (self.inner.published(), self.inner.expires())
+    }
+
     /// The content hash of the received bytes (a fact, not a claim).
     pub fn hash(&self) -> DescriptorHash {
         self.inner.hash()

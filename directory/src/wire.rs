@@ -9,17 +9,25 @@
 //!
 //! ```text
 //! 0x01 Push            n u8 (1..=16) | n x (len u16 (<= 1024) | descriptor)
-//! 0x02 DigestRequest   epoch u64 | root [32] | count u32
-//! 0x03 Summary         epoch u64 | root [32] | count u32 | 256 x bucket hash [16]
-//! 0x04 Digest          epoch u64 | lo id [32] | hi id [32] | n u16 (<= 512)
-//!                      | n x (id [32] | sequence u64)
+//! 0x02 DigestRequest   scope u64 | root [32] | count u32
+//! 0x03 Summary         scope u64 | root [32] | count u32 | 256 x bucket hash [16]
+//! 0x04 Digest          scope u64 | lo id [32] | hi id [32] | n u16 (<= 512)
+//!                      | n x (id [32] | sequence u64 | descriptor hash [32])
 //!                      lo <= hi; ids strictly ascending, all in [lo, hi]
 //! 0x05 Want            n u8 (1..=64) | n x id [32], strictly ascending
-//! 0x06 SnapshotRequest start u16 | max_chunks u8 (1..=16)
+//! 0x06 SnapshotRequest start u16 | max_chunks u8 (1..=16) | epoch u64
+//!                      (epoch 0: the newest the relay serves)
 //! 0x07 SnapshotChunk   epoch u64 | root [32] | index u16 | total u16
 //!                      (index < total) | n u8 (<= 32)
 //!                      | n x (len u16 (<= 1024) | descriptor)
+//! 0x08 InSync          scope u64 | root [32]
+//! 0x09 Unavailable     newest u64 (0: no snapshot served yet)
 //! ```
+//!
+//! `scope` names the set an anti-entropy exchange reconciles: [`LIVE`]
+//! (`u64::MAX`) is the live store; any other value `e` is the frozen cut of
+//! epoch `e` (spec §13.2). A digest entry carries the descriptor hash, so
+//! two versions with one sequence are told apart (spec §13.3).
 //!
 //! Descriptors inside `Push` and `SnapshotChunk` are parsed (never verified)
 //! while decoding: one malformed descriptor makes the whole message invalid.
@@ -32,7 +40,7 @@
 use lamina_crypto::keys::{RelayId, KEY_LEN};
 use lamina_proto::codec::{DecodeError, Encode, EncodeError, Reader, Writer};
 
-use crate::descriptor::{Descriptor, MAX_DESCRIPTOR_LEN};
+use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN};
 use crate::error::WireError;
 use crate::snapshot::Epoch;
 use crate::store::merkle::{BucketHash, BUCKETS, BUCKET_HASH_LEN};
@@ -65,8 +73,15 @@ const T_WANT: u8 = 0x05;
 const T_SNAPSHOT_REQUEST: u8 = 0x06;
 /// Type byte of [`SnapshotChunk`].
 const T_SNAPSHOT_CHUNK: u8 = 0x07;
+/// Type byte of [`InSync`].
+const T_IN_SYNC: u8 = 0x08;
+/// Type byte of [`Message::Unavailable`].
+const T_UNAVAILABLE: u8 = 0x09;
 /// Length of an encoded digest entry.
-const ENTRY_LEN: usize = KEY_LEN + 8;
+const ENTRY_LEN: usize = KEY_LEN + 8 + 32;
+
+/// The anti-entropy scope of the live store.
+pub const LIVE: Epoch = Epoch(u64::MAX);
 
 /// A gossip or snapshot-fetch message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +100,23 @@ pub enum Message {
     SnapshotRequest(SnapshotRequest),
     /// One chunk of a snapshot.
     SnapshotChunk(SnapshotChunk),
+    /// "Our sets of this scope have the same root": ends an exchange.
+    InSync(InSync),
+    /// No snapshot of the requested epoch is served; `newest` is the newest
+    /// epoch that is (0 if none yet).
+    Unavailable {
+        /// The newest epoch served, 0 if none.
+        newest: u64,
+    },
+}
+
+/// `InSync`: the answer to a cut `DigestRequest` whose root matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InSync {
+    /// The scope compared.
+    pub epoch: Epoch,
+    /// The common root.
+    pub root: [u8; 32],
 }
 
 /// `Push`: descriptors (parsed, not verified).
@@ -118,13 +150,16 @@ pub struct Summary {
     pub buckets: Box<[BucketHash; BUCKETS]>,
 }
 
-/// One digest entry: a relay and the sequence held for it.
+/// One digest entry: a relay, the sequence and the hash of the
+/// descriptor held for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigestEntry {
     /// The relay.
     pub id: RelayId,
     /// The sequence number held.
     pub sequence: u64,
+    /// The hash of the descriptor held.
+    pub hash: DescriptorHash,
 }
 
 /// `Digest`: every entry the sender holds with `lo <= id <= hi`.
@@ -147,14 +182,16 @@ pub struct Want {
     pub ids: Vec<RelayId>,
 }
 
-/// `SnapshotRequest`: chunks `start..start + max_chunks` of the current
-/// snapshot.
+/// `SnapshotRequest`: chunks `start..start + max_chunks` of the snapshot
+/// of `epoch` (0: the newest served).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotRequest {
     /// First chunk index wanted.
     pub start: u16,
     /// How many chunks (1 to [`MAX_REQUEST_CHUNKS`]).
     pub max_chunks: u8,
+    /// The epoch wanted; `Epoch(0)` asks for the newest served.
+    pub epoch: Epoch,
 }
 
 /// `SnapshotChunk`: part `index` of `total` of a snapshot.
@@ -197,6 +234,11 @@ impl Message {
             T_WANT => Self::Want(decode_want(&mut r)?),
             T_SNAPSHOT_REQUEST => Self::SnapshotRequest(decode_snapshot_request(&mut r)?),
             T_SNAPSHOT_CHUNK => Self::SnapshotChunk(decode_chunk(&mut r)?),
+            T_IN_SYNC => Self::InSync(InSync {
+                epoch: Epoch(r.u64().map_err(wire_err)?),
+                root: r.array::<32>().map_err(wire_err)?,
+            }),
+            T_UNAVAILABLE => Self::Unavailable { newest: r.u64().map_err(wire_err)? },
             other => return Err(WireError::UnknownType(other)),
         };
         if r.remaining() != 0 {
@@ -222,8 +264,10 @@ impl Message {
             Self::Summary(_) => 8 + 32 + 4 + BUCKETS * BUCKET_HASH_LEN,
             Self::Digest(d) => 8 + 2 * KEY_LEN + 2 + d.entries.len() * ENTRY_LEN,
             Self::Want(w) => 1 + w.ids.len() * KEY_LEN,
-            Self::SnapshotRequest(_) => 3,
+            Self::SnapshotRequest(_) => 3 + 8,
             Self::SnapshotChunk(c) => 8 + 32 + 2 + 2 + 1 + descs(&c.descriptors),
+            Self::InSync(_) => 8 + 32,
+            Self::Unavailable { .. } => 8,
         }
     }
 
@@ -237,6 +281,8 @@ impl Message {
             Self::Want(_) => "want",
             Self::SnapshotRequest(_) => "snapshot-request",
             Self::SnapshotChunk(_) => "snapshot-chunk",
+            Self::InSync(_) => "in-sync",
+            Self::Unavailable { .. } => "unavailable",
         }
     }
 }
@@ -278,6 +324,7 @@ impl Encode for Message {
                 count_u8("snapshot request", usize::from(s.max_chunks), 1, usize::from(MAX_REQUEST_CHUNKS))?;
                 w.put_u16(s.start);
                 w.put_u8(s.max_chunks);
+                w.put_u64(s.epoch.0);
             }
             Self::SnapshotChunk(c) => {
                 w.put_u8(T_SNAPSHOT_CHUNK);
@@ -289,6 +336,15 @@ impl Encode for Message {
                 w.put_u16(c.index);
                 w.put_u16(c.total);
                 encode_descriptors(w, "snapshot chunk", &c.descriptors, 0, MAX_CHUNK_DESCRIPTORS)?;
+            }
+            Self::InSync(i) => {
+                w.put_u8(T_IN_SYNC);
+                w.put_u64(i.epoch.0);
+                w.put_bytes(&i.root);
+            }
+            Self::Unavailable { newest } => {
+                w.put_u8(T_UNAVAILABLE);
+                w.put_u64(*newest);
             }
         }
         Ok(())
@@ -349,6 +405,7 @@ fn encode_digest(w: &mut Writer, d: &Digest) -> Result<(), EncodeError> {
     for e in &d.entries {
         w.put_bytes(e.id.as_bytes());
         w.put_u64(e.sequence);
+        w.put_bytes(&e.hash.0);
     }
     Ok(())
 }
@@ -417,13 +474,14 @@ fn decode_digest(r: &mut Reader<'_>) -> Result<Digest, WireError> {
     for _ in 0..n {
         let id = RelayId(r.array::<KEY_LEN>().map_err(wire_err)?);
         let sequence = r.u64().map_err(wire_err)?;
+        let hash = DescriptorHash(r.array::<32>().map_err(wire_err)?);
         if id < lo || id > hi {
             return Err(WireError::Malformed { what: "digest", reason: "entry outside the range" });
         }
         if entries.last().is_some_and(|prev| prev.id >= id) {
             return Err(WireError::Malformed { what: "digest", reason: "entries not strictly ascending" });
         }
-        entries.push(DigestEntry { id, sequence });
+        entries.push(DigestEntry { id, sequence, hash });
     }
     Ok(Digest { epoch, lo, hi, entries })
 }
@@ -462,7 +520,8 @@ fn decode_snapshot_request(r: &mut Reader<'_>) -> Result<SnapshotRequest, WireEr
             max: usize::from(MAX_REQUEST_CHUNKS),
         });
     }
-    Ok(SnapshotRequest { start, max_chunks })
+    let epoch = Epoch(r.u64().map_err(wire_err)?);
+    Ok(SnapshotRequest { start, max_chunks, epoch })
 }
 
 /// Decode the body of a `SnapshotChunk`.

@@ -245,7 +245,8 @@ fn unknown_peer_ignored() {
 #[test]
 fn rate_limits_drop_excess() {
     let mut e = connected();
-    let req = Message::SnapshotRequest(SnapshotRequest { start: 60_000, max_chunks: 1 });
+    let req =
+        Message::SnapshotRequest(SnapshotRequest { start: 60_000, max_chunks: 1, epoch: lamina_directory::Epoch(0) });
     for _ in 0..300 {
         e.handle_message(now(1000), peer(1), req.clone());
     }
@@ -336,7 +337,8 @@ fn anti_entropy_in_sync_costs_one_message() {
         a.handle_timeout(now(round * 60_000 + 59_999));
         while a.poll_event().is_some() {}
         let sent = drain(&mut a);
-        if let Some((_, m)) = sent.into_iter().find(|(to, _)| *to == peer(2)) {
+        let live = |m: &Message| matches!(m, Message::DigestRequest(r) if r.epoch == lamina_directory::wire::LIVE);
+        if let Some((_, m)) = sent.into_iter().find(|(to, m)| *to == peer(2) && live(m)) {
             assert_eq!(m.encoded_len(), 45);
             b.handle_message(now(round * 60_000 + 59_999), peer(1), m);
             assert!(drain(&mut b).is_empty());
@@ -469,19 +471,39 @@ fn publish_own_and_republish() {
 #[test]
 fn snapshot_serving_and_fetching() {
     let mut seed = engine(1, config());
-    seed.import(now(0), (10..80).map(|n| descriptor(n, 1)));
-    let chunks = seed.serve_snapshot(now(0), SnapshotRequest { start: 0, max_chunks: 16 });
+    let early = |n| sign(n, fields(n, 1, T0 - 7200), DIFFICULTY);
+    seed.import(now(0), (10..80).map(early));
+    seed.publish_own(now(0), early(1).as_bytes()).unwrap();
+    let mut twin = engine(3, config());
+    twin.import(now(0), (10..80).map(early).chain([early(1)]));
+    twin.publish_own(now(0), early(3).as_bytes()).unwrap();
+    seed.add_peer(now(0), peer(3), Direction::Inbound).unwrap();
+    twin.add_peer(now(0), peer(1), Direction::Outbound).unwrap();
+    seed.import(now(0), [early(3)]);
+    drain(&mut seed);
+    drain(&mut twin);
+    // Nothing is served before a peer confirmed the cut.
+    let req = SnapshotRequest { start: 0, max_chunks: 16, epoch: lamina_directory::Epoch(0) };
+    assert!(seed.serve_snapshot(now(0), req).is_empty());
+    twin.handle_timeout(now(0));
+    for (_, m) in drain(&mut twin) {
+        seed.handle_message(now(0), peer(3), m);
+    }
+    for (_, m) in drain(&mut seed) {
+        twin.handle_message(now(0), peer(1), m);
+    }
+    let chunks = seed.serve_snapshot(now(0), req);
     assert_eq!(chunks.len(), 3);
     let mut asm = SnapshotAssembler::new();
     let snap = chunks.iter().map(|c| asm.add(c).unwrap()).last().flatten().unwrap();
     let verified = snap.verify_all(T0, DIFFICULTY).unwrap();
-    assert_eq!(verified.descriptors.len(), 70);
+    assert_eq!(verified.descriptors.len(), 72);
 
     let mut fresh = engine(2, config());
     seed.add_peer(now(0), peer(2), Direction::Inbound).unwrap();
     fresh.add_peer(now(0), peer(1), Direction::Outbound).unwrap();
     fresh.request_snapshot(now(0), peer(1));
     shuttle(&mut seed, &mut fresh, 0);
-    assert_eq!(fresh.store().len(), 70);
+    assert_eq!(fresh.store().len(), 72);
     assert_eq!(fresh.stats().forwarded, 0);
 }

@@ -23,9 +23,11 @@ struct Args {
     /// Address to listen on for links, e.g. 127.1.0.1:9001.
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<SocketAddr>,
-    /// A relay to join the directory gossip through (repeatable).
-    #[arg(long = "seed", value_name = "IP:PORT")]
-    seeds: Vec<SocketAddr>,
+    /// A relay to join the directory gossip through (repeatable):
+    /// RELAYID@IP:PORT pins its identity (RELAYID as `lamina-client dir
+    /// --json` prints `id`); plain IP:PORT is unauthenticated.
+    #[arg(long = "seed", value_name = "[RELAYID@]IP:PORT")]
+    seeds: Vec<lamina_directory::Seed>,
     /// Be an exit with the default policy (rejects private, loopback and
     /// special ranges, and this relay's own addresses).
     #[arg(long)]
@@ -104,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut seeds = args.seeds;
     if seeds.is_empty() {
-        seeds = file.seeds;
+        seeds = file.seeds.into_iter().map(lamina_directory::Seed::unpinned).collect();
     }
 
     let keys = RelayKeys::load_or_create(&data_dir, &mut rand_core::OsRng)

@@ -113,7 +113,7 @@ impl TestNet {
             let config = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
             let settings = DirSettings {
                 gossip: testnet_gossip(),
-                seeds: handles.first().map(|h| vec![h.addr]).unwrap_or_default(),
+                seeds: handles.first().map(|h| vec![lamina_directory::Seed::unpinned(h.addr)]).unwrap_or_default(),
                 advertised,
                 bandwidth_kbps: 1000,
                 exit: exit_summary(&policy),

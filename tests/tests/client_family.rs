@@ -26,7 +26,7 @@ async fn three_relays(base: usize, families: [Vec<usize>; 3]) -> (Vec<RelayHandl
             if i == 2 { ExitPolicy::parse(TESTNET_EXIT_POLICY).expect("policy") } else { ExitPolicy::reject_all() };
         let settings = DirSettings {
             gossip: testnet_gossip(),
-            seeds: handles.first().map(|h| vec![h.addr]).unwrap_or_default(),
+            seeds: handles.first().map(|h| vec![lamina_directory::Seed::unpinned(h.addr)]).unwrap_or_default(),
             advertised,
             bandwidth_kbps: 1000,
             exit: exit_summary(&policy),

@@ -36,7 +36,7 @@ fn start_relay(dir: &std::path::Path, addr: SocketAddr, seed: Option<SocketAddr>
     let policy = ExitPolicy::reject_all();
     let settings = DirSettings {
         gossip: testnet_gossip(),
-        seeds: seed.into_iter().collect(),
+        seeds: seed.into_iter().map(lamina_directory::Seed::unpinned).collect(),
         advertised,
         bandwidth_kbps: 1000,
         exit: exit_summary(&policy),

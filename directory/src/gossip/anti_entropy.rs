@@ -30,10 +30,13 @@ use rand_core::{CryptoRng, RngCore};
 use lamina_crypto::keys::RelayId;
 
 use super::{uniform, ConnectPurpose, Event, GossipEngine, InSession, Now, PeerId, Pending};
+use crate::descriptor::Descriptor;
+use crate::snapshot::Epoch;
 use crate::store::merkle::{BucketHash, BUCKETS};
-use crate::verify::Verified;
+use crate::verify::{Unverified, Verified};
 use crate::wire::{
-    Digest, DigestEntry, DigestRequest, Message, Push, Summary, Want, MAX_DIGEST_ENTRIES, MAX_PUSH, MAX_WANT,
+    Digest, DigestEntry, DigestRequest, InSync, Message, Push, Summary, Want, LIVE, MAX_DIGEST_ENTRIES, MAX_PUSH,
+    MAX_WANT,
 };
 
 /// How many draws to find a partner other than ourselves.
@@ -71,30 +74,30 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         None
     }
 
-    /// Send our digest root to a connected partner.
+    /// Send our digest root of the live store to a connected partner.
     pub(super) fn begin_exchange(&mut self, now: Now, peer: PeerId) {
-        if self.out_sessions.len() >= self.config.max_sessions {
-            let oldest = self.out_sessions.iter().min_by_key(|(_, deadline)| **deadline).map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
-                self.out_sessions.remove(&oldest);
-            }
-        }
-        self.out_sessions.insert(peer, now.mono_ms.saturating_add(self.config.session_timeout_ms));
-        let req = DigestRequest {
-            epoch: self.epoch(now),
-            root: self.store.digest_root(),
-            count: u32::try_from(self.store.len()).unwrap_or(u32::MAX),
-        };
-        self.enqueue(peer, Message::DigestRequest(req));
+        self.begin_scoped_exchange(now, peer, LIVE);
     }
 
-    /// A partner's digest root: silence if equal, else our bucket hashes.
+    /// A partner's digest root for a scope: for the live store silence if
+    /// equal; for a cut `InSync` if equal (both sides then know they
+    /// agree); else our bucket hashes of that set.
     pub(super) fn handle_digest_request(&mut self, now: Now, from: PeerId, req: &DigestRequest) {
-        if req.root == self.store.digest_root() {
+        let scope = req.epoch;
+        let Some(set) = self.set_mut(scope) else {
+            self.stats.unsolicited += 1;
+            return;
+        };
+        if req.root == set.digest_root() {
             self.stats.ae_in_sync += 1;
+            if scope != LIVE {
+                self.enqueue(from, Message::InSync(InSync { epoch: scope, root: req.root }));
+                self.cut_in_sync(now, scope);
+            }
             return;
         }
-        if !self.in_sessions.contains_key(&from) && self.in_sessions.len() >= self.config.max_sessions {
+        let key = (from, scope);
+        if !self.in_sessions.contains_key(&key) && self.in_sessions.len() >= self.config.max_sessions {
             self.stats.ae_refused += 1;
             return;
         }
@@ -103,101 +106,137 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             pushes_left: self.config.max_session_pushes,
             wants_left: self.config.max_session_wants,
         };
-        self.in_sessions.insert(from, session);
-        let digest = self.store.digest();
-        let summary =
-            Summary { epoch: self.epoch(now), root: digest.root, count: digest.count, buckets: digest.buckets };
+        self.in_sessions.insert(key, session);
+        let Some(set) = self.set_mut(scope) else { return };
+        let digest = set.digest();
+        let summary = Summary { epoch: scope, root: digest.root, count: digest.count, buckets: digest.buckets };
         self.enqueue(from, Message::Summary(summary));
+    }
+
+    /// The partner says our cuts of a scope are equal.
+    pub(super) fn handle_in_sync(&mut self, now: Now, from: PeerId, sync: InSync) {
+        if self.out_sessions.remove(&(from, sync.epoch)).is_none() {
+            self.stats.unsolicited += 1;
+            return;
+        }
+        if self.set_mut(sync.epoch).is_some_and(|set| set.digest_root() == sync.root) {
+            self.cut_in_sync(now, sync.epoch);
+        }
     }
 
     /// The partner's bucket hashes: send our entries of differing buckets.
     pub(super) fn handle_summary(&mut self, now: Now, from: PeerId, summary: &Summary) {
-        if self.out_sessions.remove(&from).is_none() {
+        let scope = summary.epoch;
+        if self.out_sessions.remove(&(from, scope)).is_none() {
             self.stats.unsolicited += 1;
             return;
         }
-        if summary.root == self.store.digest_root() {
+        let Some(set) = self.set_mut(scope) else { return };
+        if summary.root == set.digest_root() {
+            self.cut_in_sync(now, scope);
             return;
         }
-        let mine = self.store.bucket_hashes();
-        let epoch = self.epoch(now);
-        let mut budget = self.config.max_digest_messages;
+        let mine = set.bucket_hashes();
+        let mut digests = Vec::new();
         for (first, last) in differing_runs(&mine, &summary.buckets) {
             let lo = RelayId(bucket_bound(first, 0x00));
             let hi = RelayId(bucket_bound(last, 0xff));
-            let entries: Vec<DigestEntry> =
-                self.store.range(&lo, &hi).map(|d| DigestEntry { id: d.id(), sequence: d.sequence() }).collect();
-            for digest in split_range(epoch, lo, hi, &entries) {
-                if budget == 0 {
-                    return;
-                }
-                budget -= 1;
-                self.stats.digests_sent += 1;
-                self.enqueue(from, Message::Digest(digest));
-            }
+            let entries: Vec<DigestEntry> = set
+                .range(&lo, &hi)
+                .map(|d| DigestEntry { id: d.id(), sequence: d.sequence(), hash: d.hash() })
+                .collect();
+            digests.extend(split_range(scope, lo, hi, &entries));
+        }
+        for digest in digests.into_iter().take(self.config.max_digest_messages) {
+            self.stats.digests_sent += 1;
+            self.enqueue(from, Message::Digest(digest));
         }
     }
 
-    /// The partner's entries for a range: want what it has newer, push what
-    /// we have newer or it lacks (within the exchange's caps).
+    /// The partner's entries for a range: want what it has newer (or a
+    /// different version of the same sequence), push what we have newer,
+    /// it lacks, or conflicts; show the proof for a relay we banned (within
+    /// the exchange's caps).
     pub(super) fn handle_digest(&mut self, now: Now, from: PeerId, digest: &Digest) {
-        let Some(mut session) = self.in_sessions.get(&from).copied() else {
+        let key = (from, digest.epoch);
+        let Some(mut session) = self.in_sessions.get(&key).copied() else {
             self.stats.unsolicited += 1;
             return;
         };
         if session.deadline_ms <= now.mono_ms {
-            self.in_sessions.remove(&from);
+            self.in_sessions.remove(&key);
             self.stats.unsolicited += 1;
             return;
         }
-        let mine: Vec<Verified<crate::descriptor::Descriptor>> =
-            self.store.range(&digest.lo, &digest.hi).cloned().collect();
-        let (mut wants, mut pushes) = self.compare(&digest.entries, &mine);
+        let Some(set) = self.set_ref(digest.epoch) else { return };
+        let mine: Vec<Verified<Descriptor>> = set.range(&digest.lo, &digest.hi).cloned().collect();
+        let (mut wants, mut pushes, convicted) = self.compare(digest.epoch, &digest.entries, &mine);
         wants.truncate(session.wants_left);
         pushes.truncate(session.pushes_left);
         session.wants_left -= wants.len();
         session.pushes_left -= pushes.len();
-        self.in_sessions.insert(from, session);
+        self.in_sessions.insert(key, session);
         for ids in wants.chunks(MAX_WANT) {
             self.stats.wants_sent += u64::try_from(ids.len()).unwrap_or(u64::MAX);
             self.enqueue(from, Message::Want(Want { ids: ids.to_vec() }));
         }
-        self.send_pushes(from, &pushes);
+        let mut out: Vec<Unverified<Descriptor>> = pushes.iter().map(Verified::to_unverified).collect();
+        for id in convicted {
+            if let Some(pair) = self.proof_descriptors(&id) {
+                out.extend(pair);
+            }
+        }
+        self.send_pushes(from, &out);
     }
 
-    /// A `Want`: push every wanted descriptor we hold.
+    /// A `Want`: push every version we hold of each wanted descriptor
+    /// (live store and cuts), so a conflicting pair travels whole.
     pub(super) fn handle_want(&mut self, from: PeerId, want: &Want) {
-        let found: Vec<Verified<crate::descriptor::Descriptor>> =
-            want.ids.iter().filter_map(|id| self.store.get(id)).cloned().collect();
+        let mut found: Vec<Unverified<Descriptor>> = Vec::new();
+        for id in &want.ids {
+            found.extend(self.versions_of(id).iter().map(Verified::to_unverified));
+            if let Some(pair) = self.proof_descriptors(id) {
+                found.extend(pair);
+            }
+        }
         self.send_pushes(from, &found);
     }
 
     /// Push `ds` to `peer` in messages of at most [`MAX_PUSH`].
-    fn send_pushes(&mut self, peer: PeerId, ds: &[Verified<crate::descriptor::Descriptor>]) {
+    fn send_pushes(&mut self, peer: PeerId, ds: &[Unverified<Descriptor>]) {
         for chunk in ds.chunks(MAX_PUSH) {
             self.stats.repairs_sent += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-            let msg = Push { descriptors: chunk.iter().map(Verified::to_unverified).collect() };
-            self.enqueue(peer, Message::Push(msg));
+            self.enqueue(peer, Message::Push(Push { descriptors: chunk.to_vec() }));
         }
     }
 
-    /// Merge-walk the partner's sorted entries against ours (same range):
-    /// returns (ids to want, descriptors to push).
+    /// Merge-walk the partner's sorted entries against ours (same range, set
+    /// of `scope`): returns (ids to want, descriptors to push, ids the
+    /// partner holds that we banned on a proof).
     fn compare(
         &self,
+        scope: Epoch,
         theirs: &[DigestEntry],
-        mine: &[Verified<crate::descriptor::Descriptor>],
-    ) -> (Vec<RelayId>, Vec<Verified<crate::descriptor::Descriptor>>) {
-        let wantable = |id: &RelayId| *id != self.own && !self.store.is_banned(id);
-        let (mut wants, mut pushes) = (Vec::new(), Vec::new());
+        mine: &[Verified<Descriptor>],
+    ) -> (Vec<RelayId>, Vec<Verified<Descriptor>>, Vec<RelayId>) {
+        let banned = |id: &RelayId| self.store.is_banned(id);
+        // Our own descriptor comes only from us, except an older one a cut
+        // needs after a restart.
+        let wantable = |id: &RelayId| (scope != LIVE || *id != self.own) && !banned(id);
+        let (mut wants, mut pushes, mut convicted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut want_or_convict = |id: RelayId, wants: &mut Vec<RelayId>| {
+            if banned(&id) {
+                convicted.push(id);
+            } else if wantable(&id) {
+                wants.push(id);
+            }
+        };
         let (mut i, mut j) = (0, 0);
         loop {
             match (theirs.get(i), mine.get(j)) {
                 (Some(t), Some(m)) => match t.id.cmp(&m.id()) {
                     Ordering::Less => {
-                        if wantable(&t.id) {
-                            wants.push(t.id);
-                        }
+                        want_or_convict(t.id, &mut wants);
                         i += 1;
                     }
                     Ordering::Greater => {
@@ -205,19 +244,23 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                         j += 1;
                     }
                     Ordering::Equal => {
-                        if t.sequence > m.sequence() && wantable(&t.id) {
-                            wants.push(t.id);
-                        } else if t.sequence < m.sequence() {
-                            pushes.push(m.clone());
+                        match t.sequence.cmp(&m.sequence()) {
+                            Ordering::Greater => want_or_convict(t.id, &mut wants),
+                            Ordering::Less => pushes.push(m.clone()),
+                            // Same sequence, other bytes: exchange both
+                            // versions; each side then holds the proof.
+                            Ordering::Equal if t.hash != m.hash() => {
+                                pushes.push(m.clone());
+                                want_or_convict(t.id, &mut wants);
+                            }
+                            Ordering::Equal => {}
                         }
                         i += 1;
                         j += 1;
                     }
                 },
                 (Some(t), None) => {
-                    if wantable(&t.id) {
-                        wants.push(t.id);
-                    }
+                    want_or_convict(t.id, &mut wants);
                     i += 1;
                 }
                 (None, Some(m)) => {
@@ -227,7 +270,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                 (None, None) => break,
             }
         }
-        (wants, pushes)
+        (wants, pushes, convicted)
     }
 }
 
@@ -269,12 +312,7 @@ fn successor(id: &RelayId) -> Option<RelayId> {
 
 /// Split `[lo, hi]` and its sorted `entries` into `Digest` messages of at
 /// most [`MAX_DIGEST_ENTRIES`] entries that together cover the whole range.
-pub(crate) fn split_range(
-    epoch: crate::snapshot::Epoch,
-    lo: RelayId,
-    hi: RelayId,
-    entries: &[DigestEntry],
-) -> Vec<Digest> {
+pub(crate) fn split_range(epoch: Epoch, lo: RelayId, hi: RelayId, entries: &[DigestEntry]) -> Vec<Digest> {
     let mut out = Vec::new();
     let mut start = lo;
     let mut rest = entries;
@@ -301,7 +339,6 @@ pub(crate) fn split_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Epoch;
 
     /// Consecutive differing buckets merge into one run.
     #[test]
@@ -321,7 +358,7 @@ mod tests {
             .map(|i| {
                 let mut id = [0x07u8; 32];
                 id[28..].copy_from_slice(&i.to_be_bytes());
-                DigestEntry { id: RelayId(id), sequence: 1 }
+                DigestEntry { id: RelayId(id), sequence: 1, hash: crate::descriptor::DescriptorHash([0; 32]) }
             })
             .collect();
         let lo = RelayId(bucket_bound(7, 0));

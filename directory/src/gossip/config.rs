@@ -1,6 +1,7 @@
 //! Configuration of the gossip engine, with defaults sized for a directory
 //! of about 10,000 relays (README "Design notes").
 
+use crate::cut::CutRule;
 use crate::descriptor::pow::DEFAULT_POW_DIFFICULTY;
 use crate::error::ConfigError;
 use crate::snapshot::{DEFAULT_EPOCH_LEN_S, MAX_SNAPSHOT_DESCRIPTORS};
@@ -37,6 +38,11 @@ pub struct GossipConfig {
     pub pow_difficulty: u8,
     /// Epoch length in seconds (snapshots are cut at epoch boundaries).
     pub epoch_len_s: u64,
+    /// Δ of the cut rule (spec §13.1): a descriptor is in the cut of epoch
+    /// `e` only if published at least this long before `e` starts. `None`:
+    /// a quarter of the epoch. Must be below the epoch length and well
+    /// above dissemination time plus one cut exchange.
+    pub cut_delay_s: Option<u64>,
     /// How many peers a new descriptor is pushed to.
     pub push_fanout: usize,
     /// Outbound gossip slots (peers we chose).
@@ -88,6 +94,7 @@ impl Default for GossipConfig {
             store: StoreConfig::default(),
             pow_difficulty: DEFAULT_POW_DIFFICULTY,
             epoch_len_s: DEFAULT_EPOCH_LEN_S,
+            cut_delay_s: None,
             push_fanout: 8,
             max_outbound: 8,
             max_outbound_per_block: 2,
@@ -113,6 +120,18 @@ impl Default for GossipConfig {
 }
 
 impl GossipConfig {
+    /// The cut rule these settings define.
+    pub fn cut_rule(&self) -> CutRule {
+        CutRule { epoch_len_s: self.epoch_len_s, delay_s: self.cut_delay_s.unwrap_or(self.epoch_len_s / 4) }
+    }
+
+    /// How often open cuts are reconciled: a tenth of the epoch, at least
+    /// 100 ms, at most the anti-entropy interval.
+    pub fn cut_sync_interval_ms(&self) -> u64 {
+        let tenth = self.epoch_len_s.saturating_mul(100);
+        tenth.min(self.anti_entropy_interval_ms).max(100)
+    }
+
     /// Check every value is usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field, reason| Err(ConfigError { field, reason });
@@ -121,6 +140,9 @@ impl GossipConfig {
         }
         if self.epoch_len_s == 0 {
             return err("epoch_len_s", "must be positive");
+        }
+        if self.cut_delay_s.is_some_and(|d| d >= self.epoch_len_s) {
+            return err("cut_delay_s", "must be below the epoch length");
         }
         if self.anti_entropy_interval_ms == 0 || self.maintenance_interval_ms == 0 {
             return err("anti_entropy_interval_ms/maintenance_interval_ms", "must be positive");

@@ -16,6 +16,9 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     pub fn poll_timeout(&self) -> Option<u64> {
         let t = &self.timers;
         let mut earliest = t.next_round_ms.min(t.next_maintenance_ms).min(t.next_epoch_ms);
+        if self.config.serve_snapshots {
+            earliest = earliest.min(t.next_cut_sync_ms);
+        }
         if let Some(r) = t.republish_ms {
             earliest = earliest.min(r);
         }
@@ -37,12 +40,14 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             self.emit(Event::RepublishDue);
             self.timers.republish_ms = Some(t.saturating_add(super::REPUBLISH_RETRY_MS));
         }
+        if self.config.serve_snapshots && t >= self.timers.next_cut_sync_ms {
+            self.cut_sync_tick(now);
+            self.timers.next_cut_sync_ms = t.saturating_add(self.config.cut_sync_interval_ms());
+        }
         if t >= self.timers.next_epoch_ms {
-            // Snapshots are cut at the boundary (DESIGN.md §4), so every
-            // relay serves the set it held at the same instant.
-            if self.config.serve_snapshots {
-                self.cut_snapshot(now);
-            }
+            // Open the next epoch's cut and reconcile the new current one
+            // at once (spec §13.2).
+            self.cut_sync_tick(now);
             let next = next_epoch_ms(now, self.config.epoch_len_s);
             // Guard against a wall clock that did not move with the
             // monotonic one: never schedule in the past.
@@ -59,6 +64,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         self.seen.purge(t);
         self.pending.retain(|_, p| p.deadline_ms > t);
         self.out_sessions.retain(|_, deadline| *deadline > t);
+        self.roll_cuts(now);
         self.in_sessions.retain(|_, s| s.deadline_ms > t);
         if self.snapshot_fetch.as_ref().is_some_and(|f| f.deadline_ms <= t) {
             self.snapshot_fetch = None;

@@ -1,31 +1,29 @@
-//! Serving and fetching snapshots over the gossip wire (README "Snapshots").
+//! Serving and fetching snapshots over the gossip wire (README "Snapshots",
+//! spec §13.2).
 //!
-//! At each epoch boundary the engine cuts the snapshot it will serve for
-//! the whole epoch: every held descriptor still valid at the end of the
-//! epoch (so a client verifying at any time during the epoch finds none
-//! expired), its Merkle root, and the list split into chunks of
-//! [`MAX_CHUNK_DESCRIPTORS`]. Requests ask for at most
-//! [`crate::wire::MAX_REQUEST_CHUNKS`] chunks at a time, so serving a large
-//! directory is paced by the requester and never floods a queue.
+//! A relay serves only frozen cuts ([`super::cuts`]): the newest, or the one
+//! of the epoch a request names if still held (the previous epoch is). The
+//! list is split into chunks of [`MAX_CHUNK_DESCRIPTORS`]. Requests ask for
+//! at most [`crate::wire::MAX_REQUEST_CHUNKS`] chunks at a time, so serving
+//! a large directory is paced by the requester and never floods a queue.
 
 use rand_core::{CryptoRng, RngCore};
 
 use super::{GossipEngine, Now, PeerId};
-use crate::descriptor::{Descriptor, DescriptorHash};
+use crate::descriptor::Descriptor;
 use crate::snapshot::Epoch;
-use crate::store::merkle::merkle_root;
-use crate::verify::{Unverified, Verified};
+use crate::verify::Unverified;
 use crate::wire::{Message, SnapshotChunk, SnapshotRequest, MAX_CHUNK_DESCRIPTORS, MAX_REQUEST_CHUNKS};
 
-/// The snapshot served during one epoch.
+/// A frozen cut as served.
 #[derive(Debug)]
 pub(crate) struct ServedSnapshot {
     /// Its epoch.
-    epoch: Epoch,
+    pub(crate) epoch: Epoch,
     /// Its Merkle root.
-    root: [u8; 32],
+    pub(crate) root: [u8; 32],
     /// Its descriptors, ascending by relay id.
-    descriptors: Vec<Unverified<Descriptor>>,
+    pub(crate) descriptors: Vec<Unverified<Descriptor>>,
 }
 
 /// A snapshot download we started from a peer.
@@ -40,18 +38,21 @@ pub(crate) struct SnapshotFetch {
 }
 
 impl<R: RngCore + CryptoRng> GossipEngine<R> {
-    /// Chunks `req.start ..` (at most `req.max_chunks`) of this epoch's
-    /// snapshot, for a client connection or a relay peer. Empty if
-    /// `serve_snapshots` is off or `start` is past the end.
+    /// Chunks `req.start ..` (at most `req.max_chunks`) of the frozen cut
+    /// of `req.epoch` (`Epoch(0)`: the newest frozen), for a client
+    /// connection or a relay peer. Empty if `serve_snapshots` is off, that
+    /// cut is not served, or `start` is past the end. Serving never cuts
+    /// or freezes anything: what is served does not depend on when it is
+    /// asked.
     pub fn serve_snapshot(&mut self, now: Now, req: SnapshotRequest) -> Vec<SnapshotChunk> {
         if !self.config.serve_snapshots {
             return Vec::new();
         }
-        let epoch = self.epoch(now);
-        if self.snapshot.as_ref().is_none_or(|s| s.epoch != epoch) {
-            self.cut_snapshot(now);
-        }
-        let Some(snap) = &self.snapshot else { return Vec::new() };
+        self.roll_cuts(now);
+        let epoch = if req.epoch == Epoch(0) { self.newest_served() } else { Some(req.epoch) };
+        let Some(snap) = epoch.and_then(|e| self.cuts.get(&e)).and_then(|c| c.frozen.as_ref()) else {
+            return Vec::new();
+        };
         let total = u16::try_from(snap.descriptors.len().div_ceil(MAX_CHUNK_DESCRIPTORS).max(1)).unwrap_or(u16::MAX);
         let count = req.max_chunks.min(MAX_REQUEST_CHUNKS);
         let end = req.start.saturating_add(u16::from(count)).min(total);
@@ -75,24 +76,18 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     pub fn request_snapshot(&mut self, now: Now, peer: PeerId) {
         let deadline_ms = now.mono_ms.saturating_add(self.config.session_timeout_ms.saturating_mul(3));
         self.snapshot_fetch = Some(SnapshotFetch { peer, requested_end: u16::from(MAX_REQUEST_CHUNKS), deadline_ms });
-        let req = SnapshotRequest { start: 0, max_chunks: MAX_REQUEST_CHUNKS };
+        let req = SnapshotRequest { start: 0, max_chunks: MAX_REQUEST_CHUNKS, epoch: Epoch(0) };
         self.enqueue(peer, Message::SnapshotRequest(req));
-    }
-
-    /// Cut the snapshot of the current epoch from the store.
-    pub(super) fn cut_snapshot(&mut self, now: Now) {
-        let epoch = self.epoch(now);
-        let epoch_end = epoch.0.saturating_add(1).saturating_mul(self.config.epoch_len_s);
-        let descriptors: Vec<Unverified<Descriptor>> =
-            self.store.iter().filter(|d| d.expires() > epoch_end).map(Verified::to_unverified).collect();
-        let leaves: Vec<DescriptorHash> = descriptors.iter().map(Unverified::hash).collect();
-        let root = merkle_root(&leaves);
-        self.snapshot = Some(ServedSnapshot { epoch, root, descriptors });
     }
 
     /// A `SnapshotRequest` from a relay peer: queue the chunks.
     pub(super) fn handle_snapshot_request(&mut self, now: Now, from: PeerId, req: SnapshotRequest) {
-        for chunk in self.serve_snapshot(now, req) {
+        let chunks = self.serve_snapshot(now, req);
+        if chunks.is_empty() {
+            let newest = self.newest_served().map_or(0, |e| e.0);
+            self.enqueue(from, Message::Unavailable { newest });
+        }
+        for chunk in chunks {
             self.enqueue(from, Message::SnapshotChunk(chunk));
         }
     }
@@ -115,7 +110,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             if let Some(f) = self.snapshot_fetch.as_mut() {
                 f.requested_end = next_end;
             }
-            let req = SnapshotRequest { start: requested_end, max_chunks: MAX_REQUEST_CHUNKS };
+            let req = SnapshotRequest { start: requested_end, max_chunks: MAX_REQUEST_CHUNKS, epoch: chunk.epoch };
             self.enqueue(from, Message::SnapshotRequest(req));
         }
     }

@@ -108,6 +108,12 @@ pub struct Stats {
     pub digests_sent: u64,
     /// Relay ids asked for with `Want`.
     pub wants_sent: u64,
+    /// Cut exchanges (anti-entropy of an epoch's cut) started.
+    pub cut_exchanges: u64,
+    /// Cuts frozen (served from then on).
+    pub cuts_frozen: u64,
+    /// Relays banned on an equivocation proof (found or shown to us).
+    pub equivocations_proven: u64,
     /// Descriptors pushed in answer to `Want` or `Digest`.
     pub repairs_sent: u64,
     /// Descriptors expired out of the store.

@@ -69,3 +69,22 @@ fn assembler_reassembles_out_of_order() {
     other_root.root[0] ^= 1;
     assert!(matches!(b.add(&other_root), Err(SnapshotError::InconsistentChunk(_))));
 }
+
+/// A client whose clock is far off drops the descriptors it cannot verify
+/// (here: all are "future dated" for a clock a day behind, and all valid
+/// for the right clock) without voiding the snapshot; the root is still
+/// checked over the set as served, so a tampered snapshot is still refused.
+#[test]
+fn verify_served_drops_unverifiable_descriptors_only() {
+    let snap = snapshot(3);
+    let (ok, dropped) = snap.verify_served(T0, TEST_DIFFICULTY).expect("verifies");
+    assert_eq!((ok.descriptors.len(), dropped.len()), (3, 0));
+    let (skewed, dropped) = snap.verify_served(T0 - 24 * 3600, TEST_DIFFICULTY).expect("not voided");
+    assert_eq!((skewed.descriptors.len(), dropped.len()), (0, 3));
+    assert_eq!(skewed.root, snap.root);
+    assert!(matches!(dropped[0].1, DescriptorError::FutureDated { .. }));
+    assert!(snap.verify_all(T0 - 24 * 3600, TEST_DIFFICULTY).is_err(), "the strict check voids it");
+    let mut tampered = snap.clone();
+    tampered.descriptors.pop();
+    assert_eq!(tampered.verify_served(T0, TEST_DIFFICULTY).err(), Some(SnapshotError::RootMismatch));
+}

@@ -32,10 +32,12 @@ fn samples() -> Vec<Message> {
             epoch: Epoch(5),
             lo: RelayId([0; 32]),
             hi: RelayId([0xff; 32]),
-            entries: ids.iter().map(|id| DigestEntry { id: *id, sequence: 3 }).collect(),
+            entries: ids.iter().map(|id| DigestEntry { id: *id, sequence: 3, hash: DescriptorHash([7; 32]) }).collect(),
         }),
         Message::Want(Want { ids: ids.clone() }),
-        Message::SnapshotRequest(SnapshotRequest { start: 3, max_chunks: 16 }),
+        Message::SnapshotRequest(SnapshotRequest { start: 3, max_chunks: 16, epoch: Epoch(9) }),
+        Message::InSync(InSync { epoch: Epoch(4), root: [5; 32] }),
+        Message::Unavailable { newest: 3 },
         Message::SnapshotChunk(SnapshotChunk {
             epoch: Epoch(5),
             root: [1; 32],
@@ -115,11 +117,15 @@ fn digest_canonical_form() {
         for e in &d.entries {
             w.put_bytes(e.id.as_bytes());
             w.put_u64(e.sequence);
+            w.put_bytes(&e.hash.0);
         }
         w.into_vec()
     };
     let mut unsorted = base.clone();
-    unsorted.entries = vec![DigestEntry { id: ids[1], sequence: 1 }, DigestEntry { id: ids[0], sequence: 1 }];
+    unsorted.entries = vec![
+        DigestEntry { id: ids[1], sequence: 1, hash: DescriptorHash([1; 32]) },
+        DigestEntry { id: ids[0], sequence: 1, hash: DescriptorHash([1; 32]) },
+    ];
     assert_eq!(
         Message::decode(&encode_raw(&unsorted)),
         Err(WireError::Malformed { what: "digest", reason: "entries not strictly ascending" })
@@ -127,7 +133,7 @@ fn digest_canonical_form() {
     assert!(Message::Digest(unsorted).to_vec().is_err());
     let mut outside = base.clone();
     outside.lo = ids[1];
-    outside.entries = vec![DigestEntry { id: ids[0], sequence: 1 }];
+    outside.entries = vec![DigestEntry { id: ids[0], sequence: 1, hash: DescriptorHash([1; 32]) }];
     assert_eq!(
         Message::decode(&encode_raw(&outside)),
         Err(WireError::Malformed { what: "digest", reason: "entry outside the range" })

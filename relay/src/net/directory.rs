@@ -15,14 +15,14 @@ use lamina_crypto::keys::RelayId;
 use lamina_directory::wire::SnapshotRequest;
 use lamina_directory::{
     ConnectPurpose, Descriptor, DescriptorFields, Direction, Event, ExitSummary, GossipConfig, GossipEngine, Message,
-    Now, PeerId,
+    Now, PeerId, Seed,
 };
 use lamina_proto::circuit::relay::LinkId;
 use lamina_proto::dirlink::fragment;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::listener::{connect_relay, connect_seed};
 use super::registry::RelayContext;
@@ -80,8 +80,9 @@ pub enum DirCmd {
 pub struct DirSettings {
     /// Engine tunables (difficulty, epoch length, slots…).
     pub gossip: GossipConfig,
-    /// Relays to join through (dialled with `XX`: keys unknown).
-    pub seeds: Vec<SocketAddr>,
+    /// Relays to join through (dialled with `XX`: keys unknown; a pinned
+    /// seed must prove its relay id).
+    pub seeds: Vec<Seed>,
     /// Our advertised listen address.
     pub advertised: SocketAddr,
     /// Advertised bandwidth (KB/s).
@@ -292,12 +293,20 @@ impl DirectoryTask {
         self.send_snapshot(now, link, req);
     }
 
-    /// Send the chunks of our current snapshot answering `req` on `link`.
+    /// Send the chunks of the frozen cut answering `req` on `link`, or
+    /// `Unavailable` when that epoch is not served (spec §13.2).
     fn send_snapshot(&mut self, now: Now, link: LinkId, req: SnapshotRequest) {
         let Some(handle) = self.ctx.link(link) else { return };
         let mut cells = Vec::new();
-        for chunk in self.engine.serve_snapshot(now, req) {
-            if let Some(c) = Message::SnapshotChunk(chunk).to_vec().ok().as_deref().and_then(fragment) {
+        let chunks = self.engine.serve_snapshot(now, req);
+        let newest = self.engine.newest_served().map_or(0, |e| e.0);
+        let messages: Vec<Message> = if chunks.is_empty() {
+            vec![Message::Unavailable { newest }]
+        } else {
+            chunks.into_iter().map(Message::SnapshotChunk).collect()
+        };
+        for message in messages {
+            if let Some(c) = message.to_vec().ok().as_deref().and_then(fragment) {
                 cells.extend(c);
             }
         }
@@ -361,15 +370,26 @@ impl DirectoryTask {
     }
 
     /// Dial a seed we know only by address; retry with back-off until the
-    /// link is up (the link announces itself with `LinkUp`).
-    fn dial_seed(&self, seed: SocketAddr) {
+    /// link is up (the link announces itself with `LinkUp`). A pinned seed
+    /// that proves another relay id is reported and not retried.
+    fn dial_seed(&self, seed: Seed) {
         let ctx = Arc::clone(&self.ctx);
+        if seed.id.is_none() {
+            info!(seed = %seed.addr, "seed is not pinned (IP:PORT): its identity is not authenticated");
+        }
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             let mut shutdown = ctx.shutdown.clone();
             for _ in 0..20 {
-                match connect_seed(&ctx, seed).await {
-                    Ok(_) => return,
+                match connect_seed(&ctx, seed.addr).await {
+                    Ok((link, _)) => {
+                        if let Some(pin) = seed.id {
+                            if ctx.link_to(&pin).is_none_or(|(id, _)| id != link) {
+                                error!(%seed, "seed refused: it proved another relay id than its pin");
+                            }
+                        }
+                        return;
+                    }
                     Err(e) => debug!(error = %e, "seed not reachable yet"),
                 }
                 tokio::select! {
@@ -378,7 +398,7 @@ impl DirectoryTask {
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            warn!(%seed, "giving up on seed");
+            warn!(seed = %seed.addr, "giving up on seed");
         });
     }
 
