@@ -158,11 +158,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     let socks = args.socks.or(file.socks).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9050)));
     let socks_settings = socks_settings(&args, &file)?;
-    let seeds: Vec<Seed> =
-        if args.seeds.is_empty() { file.seeds.into_iter().map(Seed::unpinned).collect() } else { args.seeds };
-    for seed in seeds.iter().filter(|s| s.id.is_none()) {
-        info!(seed = %seed.addr, "seed is not pinned (IP:PORT): its identity is not authenticated");
-    }
+    let seeds = proxy_seeds(args.seeds, file.seeds);
     anyhow::ensure!(!seeds.is_empty(), "give at least one --seed IP:PORT (three in distinct /16s recommended)");
     let allow_remote = args.allow_remote_socks || file.allow_remote_socks.unwrap_or(false);
     anyhow::ensure!(
@@ -230,6 +226,16 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     refresher.abort();
     let _ = serve.await;
     Ok(())
+}
+
+/// The seeds from flags, else the file; unpinned ones are logged as
+/// unauthenticated (spec §13).
+fn proxy_seeds(flags: Vec<Seed>, file: Vec<SocketAddr>) -> Vec<Seed> {
+    let seeds: Vec<Seed> = if flags.is_empty() { file.into_iter().map(Seed::unpinned).collect() } else { flags };
+    for seed in seeds.iter().filter(|s| s.id.is_none()) {
+        info!(seed = %seed.addr, "seed is not pinned (IP:PORT): its identity is not authenticated");
+    }
+    seeds
 }
 
 /// The SOCKS front settings from flags, else the file, else defaults.
