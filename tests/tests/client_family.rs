@@ -33,7 +33,8 @@ async fn three_relays(base: usize, families: [Vec<usize>; 3]) -> (Vec<RelayHandl
             family: family.iter().map(|j| ids[*j]).collect(),
             state_file: None,
         };
-        let net = NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, ..NetConfig::default() };
+        let net =
+            NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..NetConfig::default() };
         handles.push(lamina_relay::spawn_with_directory(listener, keys, policy, net, Some(settings)).expect("relay"));
     }
     let seeds: Vec<_> = handles.iter().map(|h| h.addr).collect();

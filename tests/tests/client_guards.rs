@@ -98,7 +98,12 @@ async fn with_every_primary_guard_down_no_other_first_hop_is_used_and_guards_ret
     let mut restarted = Vec::new();
     for (id, addr) in &stopped {
         let index = (0..6).find(|i| relay_ip(*i) == addr.ip()).expect("a harness relay");
-        let relay = start_relay(&data.join(format!("relay-{index}")), *addr, seed, NetConfig::default());
+        let relay = start_relay(
+            &data.join(format!("relay-{index}")),
+            *addr,
+            seed,
+            NetConfig { test_network: true, ..NetConfig::default() },
+        );
         assert_eq!(relay.relay_id(), *id);
         restarted.push(relay);
     }
@@ -141,7 +146,7 @@ async fn a_guard_that_fails_most_builds_is_flagged_by_path_bias() {
     let data = temp_dir("guards-bias");
     let net = TestNet::start(5, 3, "127.0.0.1:0".parse().expect("addr")).await.expect("testnet");
     // A guard that refuses nearly every CREATE (its rate limit is ~0).
-    let stingy = NetConfig { create_rate: 0.001, create_burst: 2.0, ..NetConfig::default() };
+    let stingy = NetConfig { create_rate: 0.001, create_burst: 2.0, test_network: true, ..NetConfig::default() };
     let bad = start_relay(&data.join("bad"), SocketAddr::new(relay_ip(20), 0), Some(net.relays[0].addr), stingy);
     let seeds: Vec<SocketAddr> = net.relays.iter().take(3).map(|r| r.addr).collect();
     let infos = wait_for_directory(&seeds, 6).await.expect("directory").relays();

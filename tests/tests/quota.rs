@@ -35,7 +35,14 @@ async fn relay_on(ip: IpAddr, seed: Option<SocketAddr>) -> RelayHandle {
         state_file: None,
     };
     let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
-    lamina_relay::spawn_with_directory(listener, keys, policy, NetConfig::default(), Some(settings)).expect("start")
+    lamina_relay::spawn_with_directory(
+        listener,
+        keys,
+        policy,
+        NetConfig { test_network: true, ..NetConfig::default() },
+        Some(settings),
+    )
+    .expect("start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
