@@ -14,7 +14,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 ip() { echo "127.$((80 + $1)).0.1"; }
-query() { "$BIN/lamina-client" dir --json --pow-bits 8 --seed "$(ip "$1"):9001" 2>&1 | tr -d '\n' | head -c 300 || true; }
+query() { "$BIN/lamina-client" dir --json --pow-bits 8 --seed "$(ip "$1"):9001" 2>&1 | tr -d '\n' || true; }
 for i in $(seq 0 $((N - 1))); do
     seed=()
     [ "$i" -gt 0 ] && seed=(--seed "$(ip $((i - 1))):9001")
