@@ -30,6 +30,7 @@ use tracing::debug;
 use crate::error::ClientError;
 use crate::net::guard::{GuardLink, StreamEvent};
 use crate::path::{choose_guards, select_path, RelayInfo};
+use crate::pin::{pinned_path, PinnedPath};
 
 /// A stream-isolation class: streams of different classes never share a
 /// circuit. `None` is the class of requests without credentials.
@@ -52,6 +53,9 @@ pub struct ClientConfig {
     pub avoid_for: Duration,
     /// Number of guards in the guard set.
     pub guards: usize,
+    /// Experiment setting: every circuit takes exactly this path (spec
+    /// §10.1); `None`: normal path selection.
+    pub pinned_path: Option<PinnedPath>,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +68,7 @@ impl Default for ClientConfig {
             max_dirtiness: Duration::from_secs(600),
             avoid_for: Duration::from_secs(60),
             guards: 3,
+            pinned_path: None,
         }
     }
 }
@@ -353,6 +358,12 @@ impl Client {
 
     /// Build a circuit for `port`, trying other paths on failure.
     async fn build(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<Circuit, ClientError> {
+        // Experiment setting (spec §10.1): exactly the pinned path, no fallback.
+        if let Some(pin) = self.inner.config.pinned_path {
+            let path = pinned_path(&self.lock().relays, &pin, port)?;
+            let (link, circ) = self.build_on(&path).await?;
+            return Ok(Circuit { link, circ, path, claimed: None, dirty_since: None });
+        }
         let mut last = ClientError::NoPath("no attempt made");
         for _ in 0..3 {
             let path = {
@@ -405,7 +416,9 @@ impl Client {
         let timeout = self.lock().build_times.timeout(self.inner.config.build_timeout);
         let started = Instant::now();
         let circ = link.build(path.to_vec(), timeout).await?;
-        self.lock().build_times.record(started.elapsed());
+        let took = started.elapsed();
+        debug!(took_ms = took.as_secs_f64() * 1000.0, "circuit built");
+        self.lock().build_times.record(took);
         Ok((link, circ))
     }
 

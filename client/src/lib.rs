@@ -6,6 +6,7 @@ pub mod dir;
 pub mod error;
 pub mod net;
 pub mod path;
+pub mod pin;
 pub mod socks;
 
 pub use circmgr::{Client, ClientConfig, ClientStream, Isolation};

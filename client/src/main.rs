@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lamina_client::dir::{bootstrap, fetch_snapshot, hex, load_cache, save_cache, DirParams, Directory};
+use lamina_client::pin::PinnedPath;
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
 use serde::Deserialize;
@@ -56,6 +57,11 @@ struct ProxyArgs {
     /// once per epoch; default 3600).
     #[arg(long, value_name = "SECS")]
     epoch_secs: Option<u64>,
+    /// Experiment setting, never for anonymity: every circuit takes exactly
+    /// this guard, middle and exit (relay ids in hex, or relay addresses),
+    /// with no fallback (spec §10.1).
+    #[arg(long, value_name = "GUARD,MIDDLE,EXIT")]
+    pin_path: Option<PinnedPath>,
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -92,6 +98,8 @@ struct FileConfig {
     pow_bits: Option<u8>,
     /// Directory epoch in seconds.
     epoch_secs: Option<u64>,
+    /// Pinned path (experiments), as `--pin-path`.
+    pin_path: Option<String>,
 }
 
 /// Parse, set up logging, run.
@@ -171,8 +179,10 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         directory.snapshot.descriptors.len(),
         hex(&directory.snapshot.root)
     );
+    let pinned_path = pinned_path(args.pin_path, file.pin_path.as_deref())?;
     let guards = data_dir.as_deref().map(load_guards).unwrap_or_default();
-    let client = Client::new(ClientConfig::default(), directory.relays(), guards);
+    let config = ClientConfig { pinned_path, ..ClientConfig::default() };
+    let client = Client::new(config, directory.relays(), guards);
     if let Some(dir) = &data_dir {
         save_guards(dir, &client.guards())?;
     }
@@ -194,6 +204,19 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     refresher.abort();
     let _ = serve.await;
     Ok(())
+}
+
+/// The pinned path (experiments, spec §10.1): the flag wins over the file.
+fn pinned_path(flag: Option<PinnedPath>, file: Option<&str>) -> anyhow::Result<Option<PinnedPath>> {
+    let pin = match (flag, file) {
+        (Some(pin), _) => Some(pin),
+        (None, Some(text)) => Some(text.parse::<PinnedPath>().context("config file pin_path")?),
+        (None, None) => None,
+    };
+    if let Some(pin) = &pin {
+        warn!("experiment setting: every circuit is pinned to one path (no anonymity): {pin}");
+    }
+    Ok(pin)
 }
 
 /// Re-fetch the directory once per epoch, a few seconds after each epoch
