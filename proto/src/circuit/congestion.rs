@@ -199,7 +199,8 @@ impl CongestionControl {
 
     /// Record a DATA cell sent at `now` whose layer tag was `tag`. The
     /// caller checked [`Self::can_send`]; a cell beyond the window is still
-    /// accounted (the window then just stays closed longer).
+    /// accounted (the window then just stays closed longer), and the
+    /// remembered batches stay bounded.
     pub fn on_send(&mut self, tag: [u8; TAG_LEN], now: Instant) {
         self.inflight = self.inflight.saturating_add(1);
         if self.inflight.saturating_add(self.params.sendme_inc) >= self.cwnd {
@@ -208,6 +209,14 @@ impl CongestionControl {
         self.since_boundary += 1;
         if self.since_boundary >= self.params.sendme_inc {
             self.since_boundary = 0;
+            // Bounded even if a caller ignores can_send: dropping the
+            // oldest expectation makes its SENDME mismatch, which closes
+            // the circuit (fails safe).
+            if self.outstanding.len()
+                > usize::try_from(self.params.cwnd_max / self.params.sendme_inc).unwrap_or(usize::MAX)
+            {
+                self.outstanding.pop_front();
+            }
             self.outstanding.push_back((tag, now));
         }
     }
@@ -842,6 +851,14 @@ mod tests {
         assert_eq!(cc.on_sendme(&tag(61), now + Duration::from_millis(10)), Ok(()));
         assert_eq!(cc.inflight(), 31);
         assert_eq!(cc.on_sendme(&tag(61), now), Err(CongestionError::UnexpectedSendme));
+        // A caller that ignores can_send cannot grow the remembered batches
+        // without bound; the dropped batch's receipt then fails.
+        let mut cc = CongestionControl::new(VegasParams::default());
+        for n in 0..310_000 {
+            cc.on_send(tag(n), now);
+        }
+        assert!(cc.outstanding.len() <= 16_384 / 31 + 1);
+        assert_eq!(cc.on_sendme(&tag(30), now), Err(CongestionError::ReceiptMismatch));
     }
 
     #[test]
