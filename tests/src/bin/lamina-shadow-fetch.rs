@@ -226,6 +226,11 @@ async fn transfer(o: &Options, user: &str, size: u64, began: Instant, m: &mut Me
         last_read = now;
         m.bytes += n as u64;
         m.last = Some(now - began);
+        if o.bulk.is_none() && m.bytes >= size {
+            // The whole answer is here: done, as onionperf (the close that
+            // follows is the server's business, not the transfer's).
+            return Ok(());
+        }
     }
 }
 
