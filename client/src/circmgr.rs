@@ -54,7 +54,7 @@ pub struct ClientConfig {
     /// Number of guards in the guard set.
     pub guards: usize,
     /// Experiment setting: every circuit takes exactly this path (spec
-    /// §10.1); `None`: normal path selection.
+    /// §10.9); `None`: normal path selection.
     pub pinned_path: Option<PinnedPath>,
 }
 
@@ -358,7 +358,7 @@ impl Client {
 
     /// Build a circuit for `port`, trying other paths on failure.
     async fn build(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<Circuit, ClientError> {
-        // Experiment setting (spec §10.1): exactly the pinned path, no fallback.
+        // Experiment setting (spec §10.9): exactly the pinned path, no fallback.
         if let Some(pin) = self.inner.config.pinned_path {
             let path = pinned_path(&self.lock().relays, &pin, port)?;
             let (link, circ) = self.build_on(&path).await?;

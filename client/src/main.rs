@@ -59,7 +59,7 @@ struct ProxyArgs {
     epoch_secs: Option<u64>,
     /// Experiment setting, never for anonymity: every circuit takes exactly
     /// this guard, middle and exit (relay ids in hex, or relay addresses),
-    /// with no fallback (spec §10.1).
+    /// with no fallback (spec §10.9).
     #[arg(long, value_name = "GUARD,MIDDLE,EXIT")]
     pin_path: Option<PinnedPath>,
     /// TOML file with the same settings; flags override it.
@@ -206,7 +206,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pinned path (experiments, spec §10.1): the flag wins over the file.
+/// The pinned path (experiments, spec §10.9): the flag wins over the file.
 fn pinned_path(flag: Option<PinnedPath>, file: Option<&str>) -> anyhow::Result<Option<PinnedPath>> {
     let pin = match (flag, file) {
         (Some(pin), _) => Some(pin),

@@ -1,5 +1,5 @@
 //! Pinned paths: an experiment setting that fixes every circuit's guard,
-//! middle and exit (spec §10.1), as Tor's `EntryNodes`, `MiddleNodes` and
+//! middle and exit (spec §10.9), as Tor's `EntryNodes`, `MiddleNodes` and
 //! `ExitNodes` with `StrictNodes 1`.
 //!
 //! A pinned path is checked before normal path selection. It is strict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lamina under Shadow: generate a network, run it, summarise it (spec §13).
+"""Lamina under Shadow: generate a network, run it, summarise it (spec §16).
 
 Called by tests/shadow/run.sh; stdlib only. For each scenario it writes
 OUT/net.gml (regions, inter-region latency, per-host bandwidth, optional

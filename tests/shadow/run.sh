@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lamina under Shadow (spec §13; README "Internet-scale experiments (Shadow)").
+# Lamina under Shadow (spec §16; README "Internet-scale experiments (Shadow)").
 #
 #   tests/shadow/run.sh SCENARIO [--relays N] [--clients M] [--minutes T] [--json FILE] [...]
 #

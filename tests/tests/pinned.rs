@@ -1,4 +1,4 @@
-//! Pinned paths (spec §10.1) on real sockets: every circuit takes exactly
+//! Pinned paths (spec §10.9) on real sockets: every circuit takes exactly
 //! the pinned relays, and a pin that cannot be honoured fails instead of
 //! falling back to other relays.
 

@@ -1,5 +1,5 @@
 //! RTT-based congestion control for circuits and rate advisories for
-//! streams (spec §8.3–§8.5), sans-IO: time is an argument.
+//! streams (spec §8.4–§8.6), sans-IO: time is an argument.
 //!
 //! **Circuits** ([`CongestionControl`]): instead of a fixed window of 2,000
 //! cells, the sender keeps a *congestion window* (`cwnd`, in DATA cells)
@@ -67,7 +67,7 @@ pub enum CongestionError {
 }
 
 /// Tunables of [`CongestionControl`], in DATA cells (proposal 324 §6.5
-/// names the same parameters; our defaults are explained in spec §8.3).
+/// names the same parameters; our defaults are explained in spec §8.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VegasParams {
     /// Cells per SENDME (and per RTT sample).
@@ -100,7 +100,7 @@ pub struct VegasParams {
 impl Default for VegasParams {
     /// Tor's exit-circuit values (sendme_inc 31, alpha/beta/gamma/delta 3, 4,
     /// 3, 5 times 62 cells), with a larger slow-start cap and a finite
-    /// maximum window (spec §8.3).
+    /// maximum window (spec §8.4).
     fn default() -> Self {
         Self {
             sendme_inc: 31,
@@ -807,7 +807,7 @@ mod tests {
 
     #[test]
     fn a_fixed_window_would_be_window_bound_where_vegas_is_not() {
-        // The motivation (spec §8.3): at 25,000 cells/s and 260 ms, a fixed
+        // The motivation (spec §8.4): at 25,000 cells/s and 260 ms, a fixed
         // 1,000-cell window moves 1,000 cells per RTT, 15% of the link.
         let mut net = Bottleneck::new(25_000, Duration::from_millis(260), 1);
         let fixed = VegasParams { cwnd_init: 1_000, cwnd_min: 1_000, cwnd_max: 1_000, ..VegasParams::default() };

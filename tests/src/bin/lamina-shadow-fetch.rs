@@ -1,5 +1,5 @@
 //! `lamina-shadow-fetch`: the measuring SOCKS5 client of the Shadow
-//! experiments (`tests/shadow/`, spec §13).
+//! experiments (`tests/shadow/`, spec §16).
 //!
 //! It fetches from `lamina-shadow-server` through a SOCKS5 proxy (a
 //! `lamina-client proxy`) and prints one `key=value` line per transfer,

@@ -1,5 +1,5 @@
 //! `lamina-shadow-server`: the transfer server of the Shadow experiments
-//! (`tests/shadow/`, spec §13).
+//! (`tests/shadow/`, spec §16).
 //!
 //! It listens on one TCP address. A client sends one ASCII request line,
 //! `GET <bytes>\n`, and the server answers with exactly that many bytes (a
