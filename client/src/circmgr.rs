@@ -38,6 +38,7 @@ use crate::error::ClientError;
 use crate::guard::{BiasVerdict, GuardChoice, GuardParams, GuardSet};
 use crate::net::guard::{GuardLink, StreamEvent};
 use crate::path::{is_public, select_path_through, RelayInfo};
+use crate::pin::{pinned_path, PinnedPath};
 
 /// A stream-isolation class: streams of different classes never share a
 /// circuit. `None` is the class of requests without credentials.
@@ -82,6 +83,9 @@ pub struct ClientConfig {
     /// A local test network: relays at loopback and private addresses are
     /// used. Without it such relays are left out of every path (spec §10.8).
     pub test_network: bool,
+    /// Experiment setting: every circuit takes exactly this path (spec
+    /// §10.9); `None`: normal path selection.
+    pub pinned_path: Option<PinnedPath>,
 }
 
 impl ClientConfig {
@@ -109,6 +113,7 @@ impl Default for ClientConfig {
             create_rate: 8.0,
             create_burst: 150.0,
             test_network: false,
+            pinned_path: None,
         }
     }
 }
@@ -684,6 +689,12 @@ impl Client {
     /// hop is always a primary guard: when all are down, wait (and say so)
     /// for up to three build time-outs (spec §10.5).
     async fn build(&self, port: Option<u16>, avoid_exits: &[RelayId]) -> Result<Circuit, ClientError> {
+        // Experiment setting (spec §10.9): exactly the pinned path, no fallback.
+        if let Some(pin) = self.inner.config.pinned_path {
+            let path = pinned_path(&self.lock().relays, &pin, port)?;
+            let (link, circ) = self.build_on(&path).await.map_err(|(_, e)| e)?;
+            return Ok(Circuit::new(link, circ, path));
+        }
         let mut last = ClientError::NoPath("no attempt made");
         let deadline = Instant::now() + self.inner.config.build_timeout * 3;
         let mut attempts = 0;
@@ -787,7 +798,9 @@ impl Client {
             ClientError::LinkClosed => (Stage::Link, e),
             e => (Stage::Circuit, e),
         })?;
-        self.lock().build_times.record(started.elapsed());
+        let took = started.elapsed();
+        debug!(took_ms = took.as_secs_f64() * 1000.0, "circuit built");
+        self.lock().build_times.record(took);
         Ok((link, circ))
     }
 

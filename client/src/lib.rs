@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod net;
 pub mod path;
+pub mod pin;
 pub mod socks;
 
 pub use circmgr::{Client, ClientConfig, ClientStream, Isolation, PathPlan, PumpOptions};

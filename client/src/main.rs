@@ -11,6 +11,7 @@ use lamina_client::dir::{
     advance_chain, bootstrap_seeds, fetch_from, hex, load_cache, save_cache, warn_if_stale, DirParams, Directory,
 };
 use lamina_client::net::socks_listener::SocksSettings;
+use lamina_client::pin::PinnedPath;
 use lamina_client::{Client, ClientConfig};
 use lamina_directory::statement::ChainHead;
 use lamina_directory::{Epoch, Seed};
@@ -61,6 +62,11 @@ struct ProxyArgs {
     /// once per epoch; default 3600).
     #[arg(long, value_name = "SECS")]
     epoch_secs: Option<u64>,
+    /// Experiment setting, never for anonymity: every circuit takes exactly
+    /// this guard, middle and exit (relay ids in hex, or relay addresses),
+    /// with no fallback (spec §10.9).
+    #[arg(long, value_name = "GUARD,MIDDLE,EXIT")]
+    pin_path: Option<PinnedPath>,
     /// TOML file with the same settings; flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -118,6 +124,8 @@ struct FileConfig {
     socks_handshake_timeout_secs: Option<u64>,
     /// A local test network.
     test_network: Option<bool>,
+    /// Pinned path (experiments), as `--pin-path`.
+    pin_path: Option<String>,
 }
 
 /// Parse, set up logging, run.
@@ -199,10 +207,12 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         directory.snapshot.descriptors.len(),
         hex(&directory.snapshot.root)
     );
+    let pinned_path = pinned_path(args.pin_path, file.pin_path.as_deref())?;
     // The guard sample persists in the data directory (spec §10.5).
     let config = ClientConfig {
         guard_file: data_dir.as_ref().map(|d| d.join("guards")),
         test_network: args.test_network || file.test_network.unwrap_or(false),
+        pinned_path,
         ..ClientConfig::default()
     };
     let client = Client::new(config, directory.relays(), Vec::new());
@@ -226,6 +236,19 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     refresher.abort();
     let _ = serve.await;
     Ok(())
+}
+
+/// The pinned path (experiments, spec §10.9): the flag wins over the file.
+fn pinned_path(flag: Option<PinnedPath>, file: Option<&str>) -> anyhow::Result<Option<PinnedPath>> {
+    let pin = match (flag, file) {
+        (Some(pin), _) => Some(pin),
+        (None, Some(text)) => Some(text.parse::<PinnedPath>().context("config file pin_path")?),
+        (None, None) => None,
+    };
+    if let Some(pin) = &pin {
+        warn!("experiment setting: every circuit is pinned to one path (no anonymity): {pin}");
+    }
+    Ok(pin)
 }
 
 /// The seeds from flags, else the file; unpinned ones are logged as

@@ -12,6 +12,7 @@
 //! `poll_timeout`.
 
 pub mod client;
+pub mod congestion;
 pub mod flow;
 pub mod queue;
 pub mod relay;
