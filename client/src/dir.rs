@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::error::ClientError;
 use crate::net::guard::drive;
 use crate::path::RelayInfo;
+use lamina_directory::weights::{path_weights, PathWeightParams};
 
 /// Settings the whole network agrees on, needed to verify descriptors.
 #[derive(Debug, Clone, Copy)]
@@ -104,12 +105,17 @@ impl Directory {
         Self { snapshot, agreeing, disagreeing: Vec::new(), statements: Vec::new(), conflicts: Vec::new() }
     }
 
-    /// The relays in the form path selection uses.
+    /// The relays in the form path selection uses, with the earned path
+    /// weights of spec §14.7. The production and test-network parameters
+    /// give the same weights while nothing is measured and no age is agreed
+    /// (the unmeasured cap and the advertised clip are the same in both).
     pub fn relays(&self) -> Vec<RelayInfo> {
+        let weights = path_weights(&self.snapshot.descriptors, &PathWeightParams::production());
         self.snapshot
             .descriptors
             .iter()
-            .filter_map(|d| {
+            .zip(weights)
+            .filter_map(|(d, weight)| {
                 let addr = *d.addresses().first()?;
                 let exit_ports = match d.exit() {
                     ExitSummary::NotExit => Vec::new(),
@@ -118,6 +124,7 @@ impl Directory {
                 Some(RelayInfo {
                     hop: HopSpec { relay_id: d.id(), onion_key: d.onion_key(), link_key: d.link_key(), addr },
                     bandwidth: d.bandwidth_kbps(),
+                    weight,
                     family: d.family().to_vec(),
                     exit_ports,
                 })

@@ -14,7 +14,7 @@
 use lamina_crypto::keys::RelayId;
 use rand_core::RngCore;
 
-use crate::path::{compatible, weighted, RelayInfo};
+use crate::path::{compatible, weighted, Position, RelayInfo};
 
 /// One day in milliseconds.
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -176,7 +176,7 @@ impl GuardSet {
 
     /// Take in a new directory: mark missing guards, drop expired ones and
     /// those missing past the grace time, and top the sample up from the
-    /// eligible relays (bandwidth-weighted, distinct /16s and families).
+    /// eligible relays (guard-weighted, spec §14.7, distinct /16s and families).
     pub fn update<R: RngCore>(&mut self, rng: &mut R, relays: &[RelayInfo], now_ms: u64) {
         self.relays = relays.to_vec();
         let grace = self.params.unlisted_grace_ms;
@@ -197,7 +197,8 @@ impl GuardSet {
                 .collect();
             let spread: Vec<&RelayInfo> =
                 fresh.iter().copied().filter(|r| chosen.iter().all(|c| compatible(c, r))).collect();
-            let pick = weighted(rng, if spread.is_empty() { &fresh } else { &spread }).map(|r| r.hop.relay_id);
+            let pick = weighted(rng, if spread.is_empty() { &fresh } else { &spread }, Position::Guard)
+                .map(|r| r.hop.relay_id);
             match pick {
                 Some(id) => self.add(rng, id, now_ms),
                 None => break,
@@ -386,6 +387,7 @@ mod tests {
                 addr: format!("127.{i}.0.1:9001").parse().unwrap(),
             },
             bandwidth: 100,
+            weight: crate::path::PositionWeights { guard: 100, middle: 100, exit: 0 },
             family: Vec::new(),
             exit_ports: Vec::new(),
         }

@@ -1,11 +1,13 @@
-//! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by
-//! bandwidth; no relay twice; no two relays of a circuit in the same /16
+//! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by the
+//! earned position weights of spec §14.7 (never by the advertised
+//! bandwidth); no relay twice; no two relays of a circuit in the same /16
 //! (IPv4) or /32 (IPv6) or mutual family; the exit must accept the port;
 //! the guard comes from the client's small persistent guard set.
 
 use std::net::IpAddr;
 
 use lamina_crypto::keys::RelayId;
+pub use lamina_directory::weights::PositionWeights;
 use lamina_proto::circuit::client::HopSpec;
 use rand_core::RngCore;
 
@@ -17,8 +19,11 @@ use crate::error::ClientError;
 pub struct RelayInfo {
     /// Identity, keys and address.
     pub hop: HopSpec,
-    /// Advertised bandwidth (KB/s); the selection weight.
+    /// Advertised bandwidth (KB/s): shown, never used as a weight.
     pub bandwidth: u32,
+    /// Earned weight at each position (spec §14.7,
+    /// `lamina_directory::weights::path_weights`); 0: never there.
+    pub weight: PositionWeights,
     /// Declared family members.
     pub family: Vec<RelayId>,
     /// Ports the exit accepts (inclusive ranges); empty: not an exit.
@@ -100,21 +105,48 @@ pub(crate) fn compatible(a: &RelayInfo, b: &RelayInfo) -> bool {
     a.hop.relay_id != b.hop.relay_id && net_block(a.hop.addr.ip()) != net_block(b.hop.addr.ip()) && !same_family(a, b)
 }
 
-/// Pick one of `candidates` with probability proportional to bandwidth.
-pub(crate) fn weighted<'a, R: RngCore>(rng: &mut R, candidates: &[&'a RelayInfo]) -> Option<&'a RelayInfo> {
-    let total: u64 = candidates.iter().map(|r| u64::from(r.bandwidth.max(1))).sum();
+/// A position of a circuit, selecting which earned weight counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// First hop.
+    Guard,
+    /// Middle hop.
+    Middle,
+    /// Last hop.
+    Exit,
+}
+
+impl Position {
+    /// The weight of `r` at this position.
+    fn of(self, r: &RelayInfo) -> u64 {
+        match self {
+            Self::Guard => r.weight.guard,
+            Self::Middle => r.weight.middle,
+            Self::Exit => r.weight.exit,
+        }
+    }
+}
+
+/// Pick one of `candidates` with probability proportional to its earned
+/// weight at `pos`; relays weighing 0 there are never picked.
+pub(crate) fn weighted<'a, R: RngCore>(
+    rng: &mut R,
+    candidates: &[&'a RelayInfo],
+    pos: Position,
+) -> Option<&'a RelayInfo> {
+    let total: u64 = candidates.iter().map(|r| pos.of(r)).fold(0, u64::saturating_add);
     if total == 0 {
         return None;
     }
     let mut pick = rng.next_u64() % total;
     for r in candidates {
-        let w = u64::from(r.bandwidth.max(1));
+        let w = pos.of(r);
         if pick < w {
             return Some(r);
         }
         pick -= w;
     }
-    candidates.last().copied()
+    None
 }
 
 /// Choose a three-hop path (guard, middle, exit) for `port`
@@ -129,7 +161,7 @@ pub fn select_path<R: RngCore>(
     let usable: Vec<&RelayInfo> = relays.iter().filter(|r| !avoid.contains(&r.hop.relay_id)).collect();
     let exits: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
-    let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit accepts the port"))?;
+    let exit = weighted(rng, &exits, Position::Exit).ok_or(ClientError::NoPath("no exit accepts the port"))?;
     // With a guard set, the first hop never comes from outside it (spec
     // §10.5); an empty set means no guard restriction (tools, tests).
     let guard_pool: Vec<&RelayInfo> = usable
@@ -137,10 +169,12 @@ pub fn select_path<R: RngCore>(
         .copied()
         .filter(|r| (guards.is_empty() || guards.contains(&r.hop.relay_id)) && compatible(r, exit))
         .collect();
-    let guard = weighted(rng, &guard_pool).ok_or(ClientError::NoPath("no guard compatible with the exit"))?;
+    let guard =
+        weighted(rng, &guard_pool, Position::Guard).ok_or(ClientError::NoPath("no guard compatible with the exit"))?;
     let middles: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| compatible(r, exit) && compatible(r, guard)).collect();
-    let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
+    let middle = weighted(rng, &middles, Position::Middle)
+        .ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
     Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
 }
 
@@ -158,18 +192,20 @@ pub fn select_path_through<R: RngCore>(
         relays.iter().filter(|r| !avoid.contains(&r.hop.relay_id) && compatible(r, guard)).collect();
     let exits: Vec<&RelayInfo> =
         usable.iter().copied().filter(|r| port.map_or(r.is_exit(), |p| r.exits_to(p))).collect();
-    let exit = weighted(rng, &exits).ok_or(ClientError::NoPath("no exit for the port compatible with the guard"))?;
+    let exit = weighted(rng, &exits, Position::Exit)
+        .ok_or(ClientError::NoPath("no exit for the port compatible with the guard"))?;
     let middles: Vec<&RelayInfo> = usable.iter().copied().filter(|r| compatible(r, exit)).collect();
-    let middle = weighted(rng, &middles).ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
+    let middle = weighted(rng, &middles, Position::Middle)
+        .ok_or(ClientError::NoPath("no middle relay in a distinct /16 and family"))?;
     Ok(vec![guard.hop.clone(), middle.hop.clone(), exit.hop.clone()])
 }
 
-/// Choose `n` guards, weighted by bandwidth, in distinct /16s.
+/// Choose `n` guards, weighted by guard weight, in distinct /16s.
 pub fn choose_guards<R: RngCore>(rng: &mut R, relays: &[RelayInfo], n: usize) -> Vec<RelayId> {
     let mut chosen: Vec<&RelayInfo> = Vec::new();
     for _ in 0..n {
         let pool: Vec<&RelayInfo> = relays.iter().filter(|r| chosen.iter().all(|c| compatible(c, r))).collect();
-        match weighted(rng, &pool) {
+        match weighted(rng, &pool, Position::Guard) {
             Some(r) => chosen.push(r),
             None => break,
         }
@@ -193,6 +229,7 @@ mod tests {
                 addr: format!("{ip}:9001").parse().unwrap(),
             },
             bandwidth: 100,
+            weight: PositionWeights { guard: 100, middle: 100, exit: if exit { 100 } else { 0 } },
             family: Vec::new(),
             exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
         }
@@ -228,6 +265,28 @@ mod tests {
         for _ in 0..50 {
             let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
             assert!(path.iter().all(|h| h.relay_id != RelayId([3; 32])));
+        }
+    }
+
+    /// An exit claiming 4,000,000,000 KB/s but weighing what the other two
+    /// exits weigh carries about a third of the exits, not all of them;
+    /// a relay weighing 0 at a position is never picked there.
+    #[test]
+    fn hops_follow_earned_weights_not_claims() {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([4; 32]);
+        let mut relays: Vec<RelayInfo> = (1..=7).map(|i| relay(i, &format!("127.{i}.0.1"), i <= 3)).collect();
+        relays[0].bandwidth = 4_000_000_000;
+        let big = RelayId([1; 32]);
+        let mut carried = 0;
+        for _ in 0..300 {
+            let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
+            carried += usize::from(path[2].relay_id == big);
+        }
+        assert!(carried <= 150, "the inflated exit carried {carried} of 300");
+        relays[0].weight.exit = 0;
+        for _ in 0..100 {
+            let path = select_path(&mut rng, &relays, &[], Some(80), &[]).unwrap();
+            assert_ne!(path[2].relay_id, big);
         }
     }
 

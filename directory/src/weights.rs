@@ -22,9 +22,12 @@
 //!
 //! Integer arithmetic only, so every client computes identical numbers.
 
+use crate::descriptor::{Descriptor, ExitSummary};
 use crate::flags::Flags;
 use crate::gossip::NetBlock;
-use crate::quota::{cap_block_shares, QuotaParams};
+use crate::measure::{base_weight, MeasureParams};
+use crate::quota::{blocks, cap_block_shares, ip_keys, select_per_ip, Candidate, QuotaParams, Standing};
+use crate::verify::Verified;
 
 /// The scale of bandwidth weights (Tor's `bwweightscale`).
 pub const WEIGHT_SCALE: u64 = 10_000;
@@ -151,6 +154,66 @@ pub fn position_weights(relays: &[RelayWeightInput], quota: &QuotaParams) -> (Ve
         })
         .collect();
     (out, bw)
+}
+
+/// The network parameters [`path_weights`] depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathWeightParams {
+    /// Unmeasured cap, advertised clip, age ramp.
+    pub measure: MeasureParams,
+    /// Per-IP limit and per-block share cap.
+    pub quota: QuotaParams,
+}
+
+impl PathWeightParams {
+    /// The public network's values.
+    pub const fn production() -> Self {
+        Self { measure: MeasureParams::production(), quota: QuotaParams::production() }
+    }
+
+    /// A local test network's values (`--test-network`).
+    pub const fn test_network() -> Self {
+        Self { measure: MeasureParams::test_network(), quota: QuotaParams::test_network() }
+    }
+}
+
+/// The path weights of every descriptor of an agreed snapshot (aligned
+/// with `descriptors`), spec §14.7: the same snapshot gives every client
+/// the same numbers.
+///
+/// - Per-IP quota ([`select_per_ip`], standing = no evidence, first seen =
+///   published): relays over it get weight 0 everywhere.
+/// - Base weight ([`base_weight`]) from the advertised bandwidth with **no
+///   measurement**: measurements are not gossiped yet, so every relay is
+///   unmeasured and weighs at most `unmeasured_cap_kbps`, whatever it
+///   claims. The age is not agreed either (the [`crate::flags::History`]
+///   of cuts is not served to clients), so no ramp is applied: a uniform
+///   factor would not change any relay's share.
+/// - Flags: every relay of the snapshot is Running (it is in the cut) and,
+///   as long as clients have no agreed history, Guard; the position
+///   weights of [`position_weights`] then keep scarce exit capacity for the
+///   exit position.
+pub fn path_weights(descriptors: &[Verified<Descriptor>], params: &PathWeightParams) -> Vec<PositionWeights> {
+    let cands: Vec<Candidate> = descriptors
+        .iter()
+        .map(|d| Candidate {
+            id: d.id(),
+            ips: ip_keys(d),
+            standing: Standing { evidence: 0, first_seen: d.published() },
+        })
+        .collect();
+    let keep = select_per_ip(&cands, params.quota.max_per_ip);
+    let inputs: Vec<RelayWeightInput> = descriptors
+        .iter()
+        .zip(&keep)
+        .map(|(d, kept)| RelayWeightInput {
+            block: blocks(d).first().copied().unwrap_or(NetBlock::V4([0, 0])),
+            base_weight: base_weight(d.bandwidth_kbps(), None, params.measure.ramp_s, &params.measure),
+            flags: Flags { running: *kept, stable: false, fast: true, guard: true },
+            exit: !matches!(d.exit(), ExitSummary::NotExit),
+        })
+        .collect();
+    position_weights(&inputs, &params.quota).0
 }
 
 #[cfg(test)]

@@ -60,3 +60,50 @@ fn position_weights_follow_flags_and_caps() {
     let total: u64 = pw.iter().map(|p| p.middle).sum();
     assert!(pw[40].middle * 100 <= total * 5 + 100, "{} of {total}", pw[40].middle);
 }
+
+/// A descriptor of relay `seed` at `ip`, claiming `kbps`, exit or not.
+fn desc(seed: u8, ip: [u8; 4], kbps: u32, exit: bool) -> Verified<Descriptor> {
+    use crate::descriptor::{ExitSummary, PortRange};
+    use crate::testing::{fields, identity, signed, T0, TEST_DIFFICULTY};
+    let mut f = fields(1);
+    f.addresses = vec![std::net::SocketAddr::from((ip, 443))];
+    f.bandwidth_kbps = kbps;
+    if exit {
+        f.exit = ExitSummary::Exit { ports: vec![PortRange { lo: 1, hi: 65535 }] };
+    }
+    signed(&identity(seed), f).verify(T0, TEST_DIFFICULTY).unwrap()
+}
+
+/// Seven relays, three exits, one exit claiming 4,000,000,000 KB/s: its
+/// claim buys it nothing over the others (all unmeasured), at any
+/// position; the answer does not depend on anything but the snapshot.
+#[test]
+fn path_weights_ignore_inflated_claims() {
+    let mut ds: Vec<_> = (1..=7u8).map(|i| desc(i, [198, 50 + i, 0, 1], 1000, i <= 3)).collect();
+    ds[0] = desc(1, [198, 51, 0, 1], 4_000_000_000, true);
+    for params in [PathWeightParams::production(), PathWeightParams::test_network()] {
+        let w = path_weights(&ds, &params);
+        assert_eq!(w.len(), 7);
+        assert_eq!(w[0], w[1], "the inflated exit weighs what an honest exit weighs");
+        assert_eq!(w[1], w[2]);
+        assert!(w[0].exit > 0 && w[3].exit == 0, "only exits at the exit position");
+        assert!(w[3].guard > 0 && w[3].middle > 0);
+        let total_exit: u64 = w.iter().map(|p| p.exit).sum();
+        assert!(w[0].exit * 3 <= total_exit, "at most a third of the exit weight");
+        assert_eq!(w, path_weights(&ds, &params), "deterministic");
+    }
+}
+
+/// The per-IP quota of the path weights: a fifth relay on one IP gets
+/// weight 0, the same one whatever the snapshot order.
+#[test]
+fn path_weights_apply_the_ip_quota() {
+    let ds: Vec<_> = (1..=5u8).map(|i| desc(i, [198, 51, 0, 1], 1000, false)).collect();
+    let w = path_weights(&ds, &PathWeightParams::test_network());
+    let zero: Vec<usize> = (0..5).filter(|&i| w[i] == PositionWeights::default()).collect();
+    assert_eq!(zero.len(), 1, "exactly one over the limit of four");
+    let mut rev = ds.clone();
+    rev.reverse();
+    let wr = path_weights(&rev, &PathWeightParams::test_network());
+    assert_eq!(wr[4 - zero[0]], PositionWeights::default(), "the same relay, whatever the order");
+}
