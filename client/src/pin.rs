@@ -153,6 +153,7 @@ mod tests {
                 addr: format!("{ip}:9001").parse().unwrap(),
             },
             bandwidth: 100,
+            weight: lamina_directory::weights::PositionWeights { guard: 100, middle: 100, exit: u64::from(exit) * 100 },
             family: Vec::new(),
             exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
         }
