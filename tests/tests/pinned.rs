@@ -33,7 +33,7 @@ async fn every_circuit_takes_the_pinned_relays_and_no_other() {
             .parse()
             .unwrap();
     let before = created(&net);
-    let config = ClientConfig { pinned_path: Some(pin), prebuilt: 1, ..ClientConfig::default() };
+    let config = ClientConfig { pinned_path: Some(pin), prebuilt: 1, ..ClientConfig::for_test_network() };
     let client = Client::new(config, net.infos.clone(), Vec::new());
     // Eight isolation classes: eight circuits, each built on the pin.
     let target = Target::Ip("127.0.0.1".parse().unwrap());
@@ -81,7 +81,7 @@ async fn a_pin_that_cannot_be_honoured_fails_instead_of_falling_back() {
     let not_exit: PinnedPath =
         format!("{},{},{}", info(&net, 0).hop.addr, info(&net, 2).hop.addr, info(&net, 3).hop.addr).parse().unwrap();
     for pin in [gone, not_exit] {
-        let config = ClientConfig { pinned_path: Some(pin), prebuilt: 1, ..ClientConfig::default() };
+        let config = ClientConfig { pinned_path: Some(pin), prebuilt: 1, ..ClientConfig::for_test_network() };
         let client = Client::new(config, net.infos.clone(), Vec::new());
         assert_eq!(client.ensure_prebuilt().await, 0, "no circuit on another path");
         assert!(client.connect(target.clone(), echo.port(), None).await.is_err(), "no stream on another path");
