@@ -371,26 +371,13 @@ pub fn parse_id(text: &str) -> Option<RelayId> {
 
 #[cfg(test)]
 mod tests {
-    use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey};
-    use lamina_proto::circuit::client::HopSpec;
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
     use super::*;
 
     fn relay(i: u8) -> RelayInfo {
-        RelayInfo {
-            hop: HopSpec {
-                relay_id: RelayId([i; 32]),
-                onion_key: OnionPublicKey([i; 32]),
-                link_key: LinkPublicKey([i; 32]),
-                addr: format!("127.{i}.0.1:9001").parse().unwrap(),
-            },
-            bandwidth: 100,
-            weight: crate::path::PositionWeights { guard: 100, middle: 100, exit: 0 },
-            family: Vec::new(),
-            exit_ports: Vec::new(),
-        }
+        crate::path::test_relay(i, &format!("127.{i}.0.1"), false)
     }
 
     fn relays(n: u8) -> Vec<RelayInfo> {

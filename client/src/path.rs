@@ -213,26 +213,34 @@ pub fn choose_guards<R: RngCore>(rng: &mut R, relays: &[RelayInfo], n: usize) ->
     chosen.iter().map(|r| r.hop.relay_id).collect()
 }
 
+/// A relay for unit tests: keys and id all bytes `i`, port 9001 at `ip`,
+/// weight 100 in each position it may hold, an exit to every port if `exit`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_relay(i: u8, ip: &str, exit: bool) -> RelayInfo {
+    use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey};
+    RelayInfo {
+        hop: HopSpec {
+            relay_id: RelayId([i; 32]),
+            onion_key: OnionPublicKey([i; 32]),
+            link_key: LinkPublicKey([i; 32]),
+            addr: format!("{ip}:9001").parse().unwrap(),
+        },
+        bandwidth: 100,
+        weight: PositionWeights { guard: 100, middle: 100, exit: if exit { 100 } else { 0 } },
+        family: Vec::new(),
+        exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey};
     use rand_chacha::rand_core::SeedableRng;
 
     use super::*;
 
     fn relay(i: u8, ip: &str, exit: bool) -> RelayInfo {
-        RelayInfo {
-            hop: HopSpec {
-                relay_id: RelayId([i; 32]),
-                onion_key: OnionPublicKey([i; 32]),
-                link_key: LinkPublicKey([i; 32]),
-                addr: format!("{ip}:9001").parse().unwrap(),
-            },
-            bandwidth: 100,
-            weight: PositionWeights { guard: 100, middle: 100, exit: if exit { 100 } else { 0 } },
-            family: Vec::new(),
-            exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
-        }
+        test_relay(i, ip, exit)
     }
 
     #[test]

@@ -140,23 +140,11 @@ pub fn pinned_path(relays: &[RelayInfo], pin: &PinnedPath, port: Option<u16>) ->
 
 #[cfg(test)]
 mod tests {
-    use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey};
 
     use super::*;
 
     fn relay(i: u8, ip: &str, exit: bool) -> RelayInfo {
-        RelayInfo {
-            hop: HopSpec {
-                relay_id: RelayId([i; 32]),
-                onion_key: OnionPublicKey([i; 32]),
-                link_key: LinkPublicKey([i; 32]),
-                addr: format!("{ip}:9001").parse().unwrap(),
-            },
-            bandwidth: 100,
-            weight: lamina_directory::weights::PositionWeights { guard: 100, middle: 100, exit: u64::from(exit) * 100 },
-            family: Vec::new(),
-            exit_ports: if exit { vec![(1, 65535)] } else { Vec::new() },
-        }
+        crate::path::test_relay(i, ip, exit)
     }
 
     #[test]
