@@ -6,7 +6,7 @@
 //! (spec §6.4, §6.6).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -291,14 +291,14 @@ impl LinkQueues {
     /// Take up to `max` cells for the writer.
     pub fn pop_out(&self, ctx: &RelayContext, max: usize, out: &mut Vec<Cell>) -> usize {
         let n = lock(&self.out).pop_batch(max, out);
-        ctx.queued_cells.fetch_sub(n, Ordering::AcqRel);
+        ctx.account(n, 0);
         n
     }
 
     /// Take up to `max` backward cells for the reader.
     pub fn pop_back(&self, ctx: &RelayContext, max: usize, out: &mut Vec<ReaderItem>) -> usize {
         let n = lock(&self.back).pop_batch(max, out);
-        ctx.queued_cells.fetch_sub(n, Ordering::AcqRel);
+        ctx.account(n, 0);
         n
     }
 
@@ -529,7 +529,10 @@ pub struct RelayContext {
     /// Origin of the queues' millisecond clock.
     started: std::time::Instant,
     /// Cells queued in every link's queues (spec §6.6).
-    queued_cells: AtomicUsize,
+    /// Signed: a pop may be counted before the push it drains (each
+    /// queue's change is recorded after its lock is released), so the sum
+    /// can dip below zero for a moment; readers clamp it at zero.
+    queued_cells: AtomicIsize,
     /// Whether a task is choosing circuits to kill for memory.
     reclaiming: AtomicBool,
     /// Circuits killed by a queue (bound passed or memory short).
@@ -592,7 +595,7 @@ impl RelayContext {
             shed: Notify::new(),
             onion: std::sync::RwLock::new(onion),
             started: std::time::Instant::now(),
-            queued_cells: AtomicUsize::new(0),
+            queued_cells: AtomicIsize::new(0),
             reclaiming: AtomicBool::new(false),
             queue_kills: AtomicU64::new(0),
         })
@@ -605,16 +608,13 @@ impl RelayContext {
 
     /// Cells queued in all links' queues now.
     pub fn queued_cells(&self) -> usize {
-        self.queued_cells.load(Ordering::Acquire)
+        usize::try_from(self.queued_cells.load(Ordering::Acquire)).unwrap_or(0)
     }
 
     /// Record a queue's length change.
     fn account(&self, before: usize, after: usize) {
-        if after >= before {
-            self.queued_cells.fetch_add(after - before, Ordering::AcqRel);
-        } else {
-            self.queued_cells.fetch_sub(before - after, Ordering::AcqRel);
-        }
+        let signed = |n: usize| isize::try_from(n).unwrap_or(isize::MAX);
+        self.queued_cells.fetch_add(signed(after) - signed(before), Ordering::AcqRel);
     }
 
     /// Most cells all queues may hold (from `max_queued_bytes`).
