@@ -31,6 +31,24 @@ pub fn testnet_net_config() -> NetConfig {
     NetConfig { create_rate: 10_000.0, create_burst: 10_000.0, test_network: true, ..NetConfig::default() }
 }
 
+/// Directory settings of a test relay at `advertised` with `policy`,
+/// joining through `seed` (none: the first relay), without a state file.
+pub fn relay_settings(
+    advertised: SocketAddr,
+    seed: Option<SocketAddr>,
+    policy: &lamina_relay::exit_policy::ExitPolicy,
+) -> DirSettings {
+    DirSettings {
+        gossip: testnet_gossip(),
+        seeds: seed.into_iter().map(lamina_directory::Seed::unpinned).collect(),
+        advertised,
+        bandwidth_kbps: 1000,
+        exit: exit_summary(policy),
+        family: Vec::new(),
+        state_file: None,
+    }
+}
+
 /// The exits' policy in a [`TestNet`].
 #[derive(Debug, Clone, Copy)]
 struct Policy<'a> {

@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use lamina_client::{Client, ClientConfig};
 use lamina_crypto::keys::RelayId;
-use lamina_relay::config::exit_summary;
 use lamina_relay::exit_policy::ExitPolicy;
 use lamina_relay::keys::RelayKeys;
-use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
 use lamina_relay::RelayHandle;
-use lamina_tests::{relay_ip, testnet_gossip, wait_for_directory, TestNet};
+use lamina_tests::{relay_ip, relay_settings, wait_for_directory, TestNet};
 use tokio::net::TcpListener;
 
 /// A fresh temporary directory for this test.
@@ -34,15 +32,7 @@ fn start_relay(dir: &std::path::Path, addr: SocketAddr, seed: Option<SocketAddr>
     let listener = TcpListener::from_std(listener).expect("listener");
     let advertised = listener.local_addr().expect("addr");
     let policy = ExitPolicy::reject_all();
-    let settings = DirSettings {
-        gossip: testnet_gossip(),
-        seeds: seed.into_iter().map(lamina_directory::seed::Seed::unpinned).collect(),
-        advertised,
-        bandwidth_kbps: 1000,
-        exit: exit_summary(&policy),
-        family: Vec::new(),
-        state_file: None,
-    };
+    let settings = relay_settings(advertised, seed, &policy);
     lamina_relay::spawn_with_directory(listener, keys, policy, net, Some(settings)).expect("relay")
 }
 

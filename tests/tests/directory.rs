@@ -10,7 +10,7 @@ use lamina_relay::exit_policy::ExitPolicy;
 use lamina_relay::keys::RelayKeys;
 use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
-use lamina_tests::{relay_ip, testnet_gossip, TestNet, TESTNET_POW_BITS};
+use lamina_tests::{relay_ip, relay_settings, testnet_gossip, TestNet, TESTNET_POW_BITS};
 use tokio::net::TcpListener;
 
 /// A relay that is alone in its own directory: a seed serving a valid but
@@ -19,15 +19,7 @@ async fn isolated_seed(i: usize) -> lamina_relay::RelayHandle {
     let listener = TcpListener::bind(SocketAddr::new(relay_ip(i), 0)).await.expect("bind the isolated seed");
     let advertised = listener.local_addr().expect("its address");
     let policy = ExitPolicy::reject_all();
-    let settings = DirSettings {
-        gossip: testnet_gossip(),
-        seeds: Vec::new(),
-        advertised,
-        bandwidth_kbps: 1000,
-        exit: exit_summary(&policy),
-        family: Vec::new(),
-        state_file: None,
-    };
+    let settings = relay_settings(advertised, None, &policy);
     let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
     lamina_relay::spawn_with_directory(listener, keys, policy, NetConfig::default(), Some(settings))
         .expect("start the isolated seed")

@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use lamina_client::dir::{fetch_snapshot, DirParams};
 use lamina_directory::quota::DEFAULT_MAX_PER_IP;
-use lamina_relay::config::exit_summary;
 use lamina_relay::exit_policy::ExitPolicy;
 use lamina_relay::keys::RelayKeys;
-use lamina_relay::net::directory::DirSettings;
 use lamina_relay::net::registry::NetConfig;
 use lamina_relay::RelayHandle;
-use lamina_tests::{relay_ip, testnet_gossip, TESTNET_POW_BITS};
+use lamina_tests::{relay_ip, relay_settings, TESTNET_POW_BITS};
 use tokio::net::TcpListener;
 
 /// The one address the six relays share.
@@ -25,15 +23,7 @@ async fn relay_on(ip: IpAddr, seed: Option<SocketAddr>) -> RelayHandle {
     let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind");
     let advertised = listener.local_addr().expect("address");
     let policy = ExitPolicy::reject_all();
-    let settings = DirSettings {
-        gossip: testnet_gossip(),
-        seeds: seed.into_iter().map(lamina_directory::seed::Seed::unpinned).collect(),
-        advertised,
-        bandwidth_kbps: 1000,
-        exit: exit_summary(&policy),
-        family: Vec::new(),
-        state_file: None,
-    };
+    let settings = relay_settings(advertised, seed, &policy);
     let keys = RelayKeys::ephemeral(&mut rand_core::OsRng);
     lamina_relay::spawn_with_directory(
         listener,
