@@ -9,8 +9,8 @@
 //!
 //! Relay-wide memory is capped too (Tor's `MaxMemInQueues`): the driver sums
 //! the queues' lengths, and when the sum passes the cap it asks
-//! [`choose_victims`] which circuits to kill — those holding the oldest
-//! queued data, the ones a stalled reader leaves behind.
+//! [`choose_victims`] which circuits to kill — those holding the most
+//! queued data for the longest, the ones a stalled reader leaves behind.
 //!
 //! Time is an argument: `now_ms` is any monotonic millisecond count the
 //! driver keeps (the age of an item is measured against it).
@@ -203,11 +203,20 @@ impl<T> CircuitQueues<T> {
     }
 }
 
-/// Which circuits to kill to free at least `to_free` items: those whose
-/// oldest item is oldest first (spec §6.6). `candidates` are
-/// `(key, oldest_ms, items)`; the chosen keys are returned in kill order.
-pub fn choose_victims<K>(mut candidates: Vec<(K, u64, usize)>, to_free: usize) -> Vec<K> {
-    candidates.sort_by_key(|(_, oldest, _)| *oldest);
+/// Which circuits to kill to free at least `to_free` items (spec §6.6):
+/// those holding the most memory for the longest first, scored by items
+/// held × (age of the oldest item + 1 ms). A reader that stopped reading
+/// leaves a circuit that is both full and old; a circuit with one control
+/// cell waiting a few milliseconds behind a busy writer scores almost
+/// nothing, so it is never killed before the circuits actually filling
+/// memory. `candidates` are `(key, oldest_ms, items)` measured against
+/// `now_ms`; the chosen keys are returned in kill order (ties: older first).
+pub fn choose_victims<K>(mut candidates: Vec<(K, u64, usize)>, now_ms: u64, to_free: usize) -> Vec<K> {
+    let score = |oldest: u64, items: usize| {
+        let age = u128::from(now_ms.saturating_sub(oldest)) + 1;
+        age * items as u128
+    };
+    candidates.sort_by(|a, b| score(b.1, b.2).cmp(&score(a.1, a.2)).then(a.1.cmp(&b.1)));
     let mut freed = 0;
     let mut victims = Vec::new();
     for (key, _, items) in candidates {
@@ -315,11 +324,25 @@ mod tests {
     }
 
     #[test]
-    fn victims_are_the_circuits_with_the_oldest_data() {
+    fn victims_hold_the_most_data_for_the_longest() {
+        // (key, oldest item at ms, items), judged at 200 ms.
         let cands = vec![("new", 100, 50), ("old", 1, 10), ("mid", 50, 30)];
-        assert_eq!(choose_victims(cands.clone(), 0), Vec::<&str>::new());
-        assert_eq!(choose_victims(cands.clone(), 10), vec!["old"]);
-        assert_eq!(choose_victims(cands.clone(), 11), vec!["old", "mid"]);
-        assert_eq!(choose_victims(cands, 1000), vec!["old", "mid", "new"]);
+        // Scores: new 101 × 50 = 5,050; old 200 × 10 = 2,000; mid 151 × 30 = 4,530.
+        assert_eq!(choose_victims(cands.clone(), 200, 0), Vec::<&str>::new());
+        assert_eq!(choose_victims(cands.clone(), 200, 50), vec!["new"]);
+        assert_eq!(choose_victims(cands.clone(), 200, 51), vec!["new", "mid"]);
+        assert_eq!(choose_victims(cands, 200, 1000), vec!["new", "mid", "old"]);
+    }
+
+    #[test]
+    fn a_circuit_with_one_waiting_cell_is_not_killed_before_a_stalled_one() {
+        // The slow-reader attack on a loaded relay: 32 circuits each hold
+        // one CREATED cell that has waited 120 ms for a busy writer, while
+        // the attacker's stalled circuit holds 600 cells queued 100 ms ago.
+        // Oldest-first would kill all 32 building circuits (freeing 32
+        // cells) before touching the one that fills memory.
+        let mut cands: Vec<(u32, u64, usize)> = (1..=32).map(|k| (k, 880, 1)).collect();
+        cands.push((0, 900, 600));
+        assert_eq!(choose_victims(cands, 1000, 500), vec![0]);
     }
 }

@@ -645,7 +645,7 @@ impl RelayContext {
             }
         }
         let to_free = self.queued_cells().saturating_sub(target);
-        for (i, out, circ) in choose_victims(candidates, to_free) {
+        for (i, out, circ) in choose_victims(candidates, self.now_ms(), to_free) {
             let Some((_, queues)) = links.get(i) else { continue };
             let (before, after) = if out { queues.kill_out(circ) } else { queues.kill_back(circ) };
             self.account(before, after);
