@@ -1,5 +1,5 @@
 //! The circuit manager: which circuit a new stream uses, when to build one,
-//! and how to recover (DESIGN.md §4 "Client proxy", "Circuits").
+//! and how to recover (spec §10.1–10.3).
 //!
 //! - Circuits are built ahead of demand, so a first request does not wait
 //!   for a three-hop build.

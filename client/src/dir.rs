@@ -1,4 +1,4 @@
-//! Directory bootstrap (DESIGN.md §4 "Directory", spec §13.4, §13.5): fetch
+//! Directory bootstrap (spec §13.4, §13.5): fetch
 //! the snapshot from several seeds, verify every descriptor, recompute each
 //! root over the set as served, and accept the root a majority of the seeds
 //! agree on, logging any seed that disagrees. The link uses Noise `XX` and

@@ -1,4 +1,4 @@
-//! Client errors (STYLE.md P9): what failed, and whose fault it was.
+//! Client errors (CONTRIBUTING.md P9): what failed, and whose fault it was.
 
 use lamina_proto::cell::DestroyReason;
 use lamina_proto::error::{CircuitError, LinkError};

@@ -1,5 +1,5 @@
 //! `lamina-client`: command line, logging and binding; the work is the
-//! library's (STYLE.md P2).
+//! library's (CONTRIBUTING.md P2).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

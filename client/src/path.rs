@@ -1,4 +1,4 @@
-//! Path selection, pure (DESIGN.md §4 "Path selection"): weighted by the
+//! Path selection, pure (spec §10, §14.7): weighted by the
 //! earned position weights of spec §14.7 (never by the advertised
 //! bandwidth); no relay twice; no two relays of a circuit in the same /16
 //! (IPv4) or /32 (IPv6) or mutual family; the exit must accept the port;

@@ -1,6 +1,6 @@
 //! Benchmarks of the per-cell crypto and the circuit handshake.
 //!
-//! DESIGN.md §6 asks for at least 1,000,000 cells/s for one layer on one
+//! CONTRIBUTING.md ("Figures") asks for at least 1,000,000 cells/s for one layer on one
 //! core (aim: 2,000,000), and for circuit builds well under Tor's. Every
 //! benchmark here measures one element per iteration (one cell through one
 //! layer, one cell through a whole client stack, or one handshake), so

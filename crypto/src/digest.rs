@@ -3,7 +3,7 @@
 //! The directory crate hashes descriptors (Merkle leaves, anti-entropy
 //! digests, a cache key for verification results) and checks a hashcash-style
 //! proof of work bound to a relay identity. It may not name `sha2` itself
-//! (only this crate names primitive crates, STYLE.md A.3), so the few hashing
+//! (only this crate names primitive crates, CONTRIBUTING.md A.3), so the few hashing
 //! primitives it needs live here:
 //!
 //! - [`sha256`]: SHA-256 over the concatenation of several byte strings, so

@@ -1,6 +1,6 @@
 //! Errors of the crypto crate.
 //!
-//! Cryptographic failures are deliberately uninformative (STYLE.md P9): a
+//! Cryptographic failures are deliberately uninformative (CONTRIBUTING.md P9): a
 //! caller learns *that* authentication failed, never which byte or which
 //! check. Every variant says whose fault it is through [`CryptoError::kind`].
 
@@ -33,7 +33,7 @@ pub enum CryptoError {
     #[error("malformed public key")]
     MalformedKey,
     /// A per-direction nonce counter reached its maximum; the circuit or
-    /// link must be replaced (counters never wrap, DESIGN.md §4).
+    /// link must be replaced (counters never wrap, spec §3.4).
     #[error("nonce counter exhausted")]
     NonceExhausted,
     /// A hop index outside the layer stack, or a layer operation on a buffer

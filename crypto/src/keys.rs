@@ -1,6 +1,6 @@
 //! Long-term key types of a relay and the public-key newtypes everyone uses.
 //!
-//! A relay holds three key pairs (DESIGN.md §4, spec §2):
+//! A relay holds three key pairs (spec §2, §3.3):
 //! - the **identity** key (Ed25519): its name, the [`RelayId`]; it signs the
 //!   relay's descriptor and its link-key certificate;
 //! - the **onion** key (X25519): the static key of the circuit handshake;
@@ -184,7 +184,7 @@ impl fmt::Debug for StaticKeypair {
 }
 
 /// Turn a dalek shared secret into bytes, rejecting the all-zero output that
-/// a small-order public key produces (spec §4.3, STYLE.md P12).
+/// a small-order public key produces (spec §4.3, CONTRIBUTING.md P12).
 pub(crate) fn contributory(shared: x25519_dalek::SharedSecret) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
     if !shared.was_contributory() {
         return Err(CryptoError::NonContributory);

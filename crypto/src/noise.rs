@@ -7,7 +7,7 @@
 //! - `XX` when it does not (bootstrapping from a seed given only as an
 //!   address): the responder sends its static key and a link certificate.
 //!
-//! Randomness is injected (STYLE.md P3): the caller's RNG seeds a ChaCha20
+//! Randomness is injected (CONTRIBUTING.md P3): the caller's RNG seeds a ChaCha20
 //! generator that `snow` draws its ephemeral keys from, through a resolver
 //! that otherwise delegates to `snow`'s default primitives.
 

@@ -2,7 +2,7 @@
 //!
 //! A circuit here is a client [`LayerStack`] of *n* hops (1 ≤ n ≤ 8) and one
 //! [`RelayLayers`] per hop, all built from the same random [`HopKeys`]. The
-//! properties are the ones DESIGN.md §4 asks of the layers:
+//! properties are the ones spec §6 asks of the layers:
 //!
 //! - forward cells reach exactly the hop they are wrapped for, with the
 //!   message intact, and every hop before it sees [`Peeled::Onward`];

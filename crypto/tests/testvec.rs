@@ -1,6 +1,6 @@
 //! Known-answer tests for `lamina-crypto`.
 //!
-//! Two kinds of vectors live here (STYLE.md P14):
+//! Two kinds of vectors live here (CONTRIBUTING.md P14):
 //!
 //! - **RFC vectors**, run through this crate's own wrappers so that a wrong
 //!   argument order, a missing clamp or a swapped key in our code is caught,

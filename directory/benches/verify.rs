@@ -1,4 +1,4 @@
-//! Benchmarks of descriptor verification (DESIGN.md §7: a client verifies
+//! Benchmarks of descriptor verification (CONTRIBUTING.md "Figures": a client verifies
 //! every descriptor of the snapshots it downloads).
 //!
 //! - `descriptor/decode`: parsing alone;

@@ -1,5 +1,5 @@
 //! Relay descriptors: a relay's signed, time-bounded self-description
-//! (README "Overview", DESIGN.md §4 "Directory").
+//! (README "Overview", spec §9).
 //!
 //! A descriptor names a relay (its Ed25519 identity key *is* its
 //! [`RelayId`]), carries the keys a client needs to build circuits through it
@@ -51,7 +51,7 @@
 //!
 //! [`Descriptor::decode`] only parses: it yields an [`Unverified`] wrapper.
 //! The inner value is reachable only through [`Unverified::verify`], which
-//! checks the validity window, the proof of work and the signature (STYLE.md
+//! checks the validity window, the proof of work and the signature (CONTRIBUTING.md
 //! P6). Keeping the signature check out of the decoder lets fuzzers reach the
 //! parser.
 
@@ -75,7 +75,7 @@ use crate::verify::Unverified;
 
 /// The version byte of the descriptor format described above.
 pub const DESCRIPTOR_VERSION: u8 = 0x01;
-/// Hard cap on an encoded descriptor (DESIGN.md §4: 1 KiB).
+/// Hard cap on an encoded descriptor (directory/README.md "Descriptor": 1 KiB).
 pub const MAX_DESCRIPTOR_LEN: usize = 1024;
 /// Smallest possible encoded descriptor (one IPv4 address, nothing optional).
 pub const MIN_DESCRIPTOR_LEN: usize = 208;
@@ -85,7 +85,7 @@ pub const MAX_ADDRESSES: usize = 4;
 pub const MAX_PORT_RANGES: usize = 16;
 /// Most family members a descriptor may declare.
 pub const MAX_FAMILY: usize = 8;
-/// Longest validity window: expires − published ≤ 24 h (DESIGN.md §4).
+/// Longest validity window: expires − published ≤ 24 h (directory/README.md).
 pub const MAX_LIFETIME_S: u64 = 24 * 3600;
 /// How far in the future a publish time may lie, to tolerate clock skew.
 pub const MAX_CLOCK_SKEW_S: u64 = 5 * 60;

@@ -1,4 +1,4 @@
-//! Errors of the directory crate (STYLE.md P9).
+//! Errors of the directory crate (CONTRIBUTING.md P9).
 //!
 //! Each operation has its own narrow enum, and every enum answers "whose
 //! fault is it?" through a `blame()` method returning [`Blame`]:

@@ -1,4 +1,4 @@
-//! The sans-IO gossip engine of one relay (README "Gossip", STYLE.md P1).
+//! The sans-IO gossip engine of one relay (README "Gossip", CONTRIBUTING.md P1).
 //!
 //! The engine owns the relay's [`Store`], its peer table and its timers, and
 //! never touches a socket or a clock. A driver:

@@ -1,5 +1,5 @@
 //! Snapshots: the immutable directory view a seed relay serves and a client
-//! checks (DESIGN.md §4 "Directory", README "Snapshots").
+//! checks (spec §9, §13; README "Snapshots").
 //!
 //! Time is cut into epochs of a configured length (`epoch = floor(now_unix /
 //! epoch_len)`). A snapshot names its epoch, the Merkle root of the store

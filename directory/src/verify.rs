@@ -1,4 +1,4 @@
-//! Parse, then verify, then use (STYLE.md P6).
+//! Parse, then verify, then use (CONTRIBUTING.md P6).
 //!
 //! Decoding a descriptor yields an [`Unverified`] wrapper. Its content is
 //! reachable only through [`Unverified::verify`], which checks, in order of

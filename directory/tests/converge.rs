@@ -1,4 +1,4 @@
-//! Property tests (STYLE.md P14): any delivery order of a set of
+//! Property tests (CONTRIBUTING.md P14): any delivery order of a set of
 //! descriptors converges to the same store root, and no descriptor is ever
 //! forwarded more than once (to at most `push_fanout` peers).
 

@@ -1,4 +1,4 @@
-//! Engine tests that inject messages directly (STYLE.md P14): every kind of
+//! Engine tests that inject messages directly (CONTRIBUTING.md P14): every kind of
 //! bad descriptor is rejected, never stored and never forwarded; duplicates
 //! are never re-forwarded; the anti-entropy exchange, peer buckets, rate
 //! limits, queues, republishing and snapshot serving behave as documented.

@@ -160,7 +160,7 @@ pub struct Cell {
 
 impl std::fmt::Debug for Cell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Payload bytes are never printed (STYLE.md P12).
+        // Payload bytes are never printed (CONTRIBUTING.md P12).
         f.debug_struct("Cell").field("circ", &self.circ).field("command", &self.command).finish_non_exhaustive()
     }
 }

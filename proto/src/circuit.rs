@@ -6,7 +6,7 @@
 //! layer per hop; each relay holds one. Streams are multiplexed on a circuit
 //! and end at its last hop.
 //!
-//! Both cores follow the same shape (STYLE.md P1): inputs through
+//! Both cores follow the same shape (CONTRIBUTING.md P1): inputs through
 //! `handle_*` methods, outputs through `poll_transmit` (cells for the link),
 //! `poll_event`/`poll_action` (things the driver must do) and
 //! `poll_timeout`.

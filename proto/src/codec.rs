@@ -1,4 +1,4 @@
-//! The one codec discipline (STYLE.md P5, spec §1.2): every byte Lamina
+//! The one codec discipline (CONTRIBUTING.md P5, spec §1.2): every byte Lamina
 //! parses goes through [`Reader`], every byte it emits through [`Writer`].
 //!
 //! A decoder has three outcomes: a value, [`DecodeError::Incomplete`] (say

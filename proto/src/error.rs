@@ -1,4 +1,4 @@
-//! Errors of the protocol crate (STYLE.md P9). Each says what failed, with
+//! Errors of the protocol crate (CONTRIBUTING.md P9). Each says what failed, with
 //! context, and whose fault it was ([`Fault`]).
 
 use lamina_crypto::CryptoError;

@@ -151,7 +151,7 @@ pub enum PeerIdentity {
     Relay(RelayId),
 }
 
-/// Handshake states, named for what they wait for (STYLE.md P7).
+/// Handshake states, named for what they wait for (CONTRIBUTING.md P7).
 enum State {
     /// Initiator: sent preamble and message 1, awaiting message 2.
     AwaitingMsg2 {

@@ -51,7 +51,7 @@ pub enum Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Destinations are sensitive (STYLE.md P12): Debug shows only the kind.
+        // Destinations are sensitive (CONTRIBUTING.md P12): Debug shows only the kind.
         match self {
             Self::Hostname(_) => f.write_str("Target::Hostname(..)"),
             Self::Ip(IpAddr::V4(_)) => f.write_str("Target::Ipv4(..)"),

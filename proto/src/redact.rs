@@ -1,4 +1,4 @@
-//! Values that must not reach logs at info level and above (STYLE.md P12):
+//! Values that must not reach logs at info level and above (CONTRIBUTING.md P12):
 //! stream destinations, client addresses, full paths.
 //!
 //! `Redacted<T>` prints `[redacted]` through `Display` and `Debug` unless

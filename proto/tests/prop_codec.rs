@@ -1,4 +1,4 @@
-//! Property tests of the cell and relay-message codecs (STYLE.md P5, P10):
+//! Property tests of the cell and relay-message codecs (CONTRIBUTING.md P5, P10):
 //! every valid relay message survives encode → decode unchanged; any bytes
 //! at all decode without panicking, and the same bytes always give the same
 //! answer; a short cell is `Incomplete` (with the deficit of the next

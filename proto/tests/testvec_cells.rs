@@ -1,5 +1,5 @@
 //! Frozen wire vectors for cells (spec §2) and relay messages (spec §7)
-//! (STYLE.md P5, P14): hex → value → hex, plus malformed inputs asserting
+//! (CONTRIBUTING.md P5, P14): hex → value → hex, plus malformed inputs asserting
 //! the exact [`DecodeError`] (and, for values the encoder must refuse, the
 //! exact [`EncodeError`]).
 //!

@@ -1,4 +1,4 @@
-//! One client and three relays wired in memory, no sockets (STYLE.md P14):
+//! One client and three relays wired in memory, no sockets (CONTRIBUTING.md P14):
 //! the full sans-IO data path — CREATE, EXTEND twice, BEGIN, DATA both ways
 //! with windows and receipts — plus hostile-hop scenarios that must end one
 //! circuit with a typed error and leave the others alone.

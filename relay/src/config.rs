@@ -123,7 +123,7 @@ pub fn exit_summary(policy: &ExitPolicy) -> lamina_directory::ExitSummary {
     }
 }
 
-/// The exit policy implied by `--exit` / `--exit-policy` (DESIGN.md §5):
+/// The exit policy implied by `--exit` / `--exit-policy` (spec §15.1, §15.2):
 /// a policy text implies exit; `--exit` alone gives the default policy; with
 /// neither the relay never exits. Every policy begins with the implicit
 /// private and own-address (`own`) rejects unless `allow_private` (the

@@ -1,4 +1,4 @@
-//! Exit policies (DESIGN.md §4 "Exit policy"), pure: parse Tor-style rules
+//! Exit policies (spec §15.1), pure: parse Tor-style rules
 //! and decide whether an exit may connect to an address and port.
 //!
 //! Text form: comma-separated rules, first match wins, e.g.

@@ -1,4 +1,4 @@
-//! The relay's long-term keys on disk (DESIGN.md §4 "Keys").
+//! The relay's long-term keys on disk (spec §2; key files 0600, CONTRIBUTING.md P12).
 //!
 //! Three files in the data directory, created on first start with mode 0600
 //! (the directory itself 0700): `identity.key` (Ed25519 seed), `onion.key`

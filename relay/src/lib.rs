@@ -51,7 +51,7 @@ impl RelayHandle {
     }
 }
 
-/// Start a relay on an already-bound `listener` (STYLE.md P2: tests inject
+/// Start a relay on an already-bound `listener` (CONTRIBUTING.md P2: tests inject
 /// it), without a directory (links and circuits only).
 pub fn spawn(
     listener: TcpListener,

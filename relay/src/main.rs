@@ -1,5 +1,5 @@
 //! `lamina-relay`: command line, logging and binding; everything else is
-//! the library (STYLE.md P2).
+//! the library (CONTRIBUTING.md P2).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The relay's tokio drivers (STYLE.md P2): they move bytes between sockets
+//! The relay's tokio drivers (CONTRIBUTING.md P2): they move bytes between sockets
 //! and the sans-IO cores of `lamina-proto`, nothing more.
 //!
 //! - [`listener`] accepts TCP connections (bounded) and runs the responder

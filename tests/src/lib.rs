@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 // The harness is test support code: failing loudly on a broken set-up is
-// what a test wants, so unwrap/expect are allowed here (STYLE.md Part C).
+// what a test wants, so unwrap/expect are allowed here (CONTRIBUTING.md P15).
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -3,7 +3,7 @@
 //! half-close give their slot back, the handshake time-out is configurable,
 //! and optimistic data is delivered.
 
-// Test support code: a broken set-up should fail loudly (STYLE.md Part C).
+// Test support code: a broken set-up should fail loudly (CONTRIBUTING.md P15).
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;

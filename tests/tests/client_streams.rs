@@ -1,7 +1,7 @@
 //! Streams never kill their neighbours (spec §10.1): a class whose circuit
 //! is full of streams gets another circuit; no live stream is destroyed.
 
-// Test support code: a broken set-up should fail loudly (STYLE.md Part C).
+// Test support code: a broken set-up should fail loudly (CONTRIBUTING.md P15).
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
 use std::time::Duration;

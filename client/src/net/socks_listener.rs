@@ -1,4 +1,4 @@
-//! The SOCKS listener (DESIGN.md §4 "Client proxy", spec §10.4): accepts on
+//! The SOCKS listener (spec §10.4): accepts on
 //! loopback, runs the sans-IO handshake per connection with a time-out, asks
 //! the circuit manager for a stream, replies, and pumps bytes. A bad or
 //! stalled connection closes only itself.

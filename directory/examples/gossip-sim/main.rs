@@ -1,5 +1,5 @@
 //! `gossip-sim`: drives N real `GossipEngine`s over a simulated network in
-//! virtual time and measures the figures of DESIGN.md §6.
+//! virtual time and measures the dissemination figures of CONTRIBUTING.md "Figures".
 //!
 //! ```text
 //! cargo run --release -p lamina-directory --example gossip-sim -- \

@@ -1,7 +1,7 @@
 //! The exit-policy summary of a descriptor.
 //!
 //! A descriptor does not carry a relay's full exit policy (address rules are
-//! checked by the exit itself after name resolution, DESIGN.md §4). It
+//! checked by the exit itself after name resolution, spec §15.1). It
 //! carries what a client needs to pick a plausible exit: a flag "exit or
 //! not" and up to [`MAX_PORT_RANGES`] accepted destination port ranges.
 //!

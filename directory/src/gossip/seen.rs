@@ -1,5 +1,5 @@
 //! The seen-set: descriptor hashes processed recently, bounded in size and
-//! time (the gossipsub `time_cache` idea, STYLE.md A.3).
+//! time (the gossipsub `time_cache` idea, CONTRIBUTING.md A.3).
 //!
 //! Every descriptor the engine processes — accepted, duplicate, stale or
 //! rejected — is remembered here for `ttl`, so a copy arriving again is

@@ -1,6 +1,6 @@
 //! The client side of one circuit (spec §6–§8), sans-IO.
 //!
-//! States are named for what they await (STYLE.md P7): `AwaitingCreated`
+//! States are named for what they await (CONTRIBUTING.md P7): `AwaitingCreated`
 //! after the CREATE to the first hop, `AwaitingExtended { hop }` while
 //! extending, then `Open`. The pending handshake lives inside the state, so
 //! it cannot outlive it. Any protocol or authentication failure closes the

@@ -1,4 +1,4 @@
-//! The relay's directory driver (DESIGN.md §4 "Directory", spec §2.6, §9):
+//! The relay's directory driver (spec §2.6, §9, §13):
 //! one task owns the sans-IO [`GossipEngine`]; link tasks hand it the
 //! directory messages they reassemble; it sends the engine's messages back
 //! as DIRECTORY cells, dials the peers the engine asks for, signs and

@@ -1,4 +1,4 @@
-//! Exit streams (DESIGN.md §4 "Exit policy", spec §7.5): resolve at the
+//! Exit streams (spec §7.5, §15.1): resolve at the
 //! exit, check the policy on every resolved address, connect with a
 //! time-out, then pump bytes both ways with the link task.
 //!

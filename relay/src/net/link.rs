@@ -4,7 +4,7 @@
 //! The reader task is shaped like a mini-redis connection handler: it owns
 //! the socket's read half and the table, waits for the earlier of "bytes
 //! arrived" and "a command arrived", feeds the core, then drains every
-//! output before reading again (local output before remote input, STYLE.md
+//! output before reading again (local output before remote input, CONTRIBUTING.md
 //! P11). Cells go into per-circuit queues ([`LinkQueues`], spec §6.6): this
 //! link's writer queue, another link's writer queue (forward) or another
 //! link's backward queue (its reader must add a layer). A push never waits,

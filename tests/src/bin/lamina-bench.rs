@@ -1,5 +1,5 @@
 //! `lamina-bench`: end-to-end figures measured in one run, each with its
-//! baseline from the same run (DESIGN.md §6): bulk transfer through one
+//! baseline from the same run (CONTRIBUTING.md "Figures"): bulk transfer through one
 //! three-hop circuit vs. three plain TCP forwarders, circuit build time,
 //! time to first byte, and relay memory per idle circuit.
 //!
