@@ -385,9 +385,28 @@ pub fn admit_set(
     epoch: u64,
     params: &AttestParams,
 ) -> Vec<bool> {
+    let all_blocks: BTreeSet<NetBlock> = candidates.iter().flat_map(|d| quota::blocks(d)).collect();
+    candidates
+        .iter()
+        .zip(attesting_counts(candidates, attestations, epoch, params))
+        .map(|(d, have)| {
+            d.addresses().iter().all(|a| address_allowed(a, params))
+                && have >= required_attestations(d, &all_blocks, params)
+        })
+        .collect()
+}
+
+/// [`attesting_blocks`] of every candidate (aligned with `candidates`),
+/// attesters' blocks read from the candidates: the evidence a cut earns
+/// each relay (it ranks the store, spec §14.1).
+pub fn attesting_counts(
+    candidates: &[&Descriptor],
+    attestations: &[Attested],
+    epoch: u64,
+    params: &AttestParams,
+) -> Vec<usize> {
     let block_of: BTreeMap<RelayId, NetBlock> =
         candidates.iter().filter_map(|d| quota::blocks(d).first().map(|b| (d.id(), *b))).collect();
-    let all_blocks: BTreeSet<NetBlock> = candidates.iter().flat_map(|d| quota::blocks(d)).collect();
     let mut by_subject: BTreeMap<RelayId, Vec<Attested>> = BTreeMap::new();
     for a in attestations {
         by_subject.entry(a.body().subject).or_default().push(a.clone());
@@ -395,10 +414,8 @@ pub fn admit_set(
     candidates
         .iter()
         .map(|d| {
-            let need = required_attestations(d, &all_blocks, params);
             let mine = by_subject.get(&d.id()).map_or(&[][..], Vec::as_slice);
-            d.addresses().iter().all(|a| address_allowed(a, params))
-                && attesting_blocks(d, mine, epoch, params, |id| block_of.get(id).copied()) >= need
+            attesting_blocks(d, mine, epoch, params, |id| block_of.get(id).copied())
         })
         .collect()
 }
