@@ -13,7 +13,8 @@ mod fixtures;
 use fixtures::{addr_of, config, drain, engine, fields, identity, now, peer, sign, Engine, DIFFICULTY, T0};
 use lamina_crypto::keys::LinkPublicKey;
 use lamina_directory::attest::{AttestParams, Attestation, AttestationBody};
-use lamina_directory::{Descriptor, Direction, Epoch, GossipConfig, Unverified};
+use lamina_directory::wire::AttestationBatch;
+use lamina_directory::{Descriptor, Direction, Epoch, GossipConfig, Message, Unverified};
 
 /// Ten-second epochs (Δ = 2 s), attestations from two blocks required.
 fn cfg(attest: bool) -> GossipConfig {
@@ -170,4 +171,16 @@ fn forged_attestation_is_refused() {
     forged.body.attester = identity(2).relay_id();
     assert!(!n[0].1.add_attestation(forged));
     assert_eq!(n[0].1.stats().attestations_rejected, 1);
+    // From a peer: a forgery, and a valid attestation by an identity with
+    // no descriptor (it could fill the bounded sets for free), are refused
+    // in gossip and in a cut exchange alike.
+    let mut bad = attest(2, 11);
+    bad.signature.0[0] ^= 1;
+    let stranger = attest(99, 11);
+    for scope in [lamina_directory::wire::LIVE, E1] {
+        let batch = AttestationBatch { scope, attestations: vec![bad.clone(), stranger.clone()] };
+        n[0].1.handle_message(now(0), peer(2), Message::Attestations(batch));
+    }
+    assert_eq!(n[0].1.stats().attestations_rejected, 5);
+    assert_eq!(n[0].1.stats().attestations_accepted, 0);
 }

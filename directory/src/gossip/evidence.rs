@@ -117,12 +117,14 @@ impl EvidenceSet {
     }
 }
 
-/// Whether attestation `a` may count for the cut of `epoch`: made no later
-/// than the cutoff (so it had Δ to spread), in the epoch or at most
-/// `max_age_epochs` before it.
+/// Whether attestation `a` may count for the cut of `epoch`: made before
+/// the cutoff second (so it had Δ to spread, and none made while the cut
+/// is being frozen can still change it: `observed_at` is in whole seconds,
+/// and with Δ = 0 an attestation of second `T_e` is made during epoch `e`),
+/// in the epoch or at most `max_age_epochs` before it.
 pub(crate) fn counts_for(a: &Attested, epoch: Epoch, rule: &CutRule, params: &AttestParams) -> bool {
     let b = a.body();
-    b.observed_at <= rule.cutoff(epoch) && b.epoch <= epoch.0 && epoch.0 - b.epoch <= params.max_age_epochs
+    b.observed_at < rule.cutoff(epoch) && b.epoch <= epoch.0 && epoch.0 - b.epoch <= params.max_age_epochs
 }
 
 impl<R: RngCore + CryptoRng> GossipEngine<R> {
@@ -146,23 +148,27 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         self.attest_pool.iter().filter(|a| a.body().subject == *subject).map(|a| a.attestation().clone()).collect()
     }
 
-    /// An `Attestations` message: verify each; gossip ([`LIVE`]) from a
-    /// relay we know enters the pool and is forwarded when news; a cut
-    /// exchange's batch enters that cut only (the attester's descriptor
-    /// may not be held yet; it counts only if the cut holds it).
+    /// An `Attestations` message: verify each; only attesters we hold (in
+    /// the store, or in the cut the batch is for) are accepted, so no
+    /// identity without a descriptor (and its work) can fill the bounded
+    /// sets. Gossip ([`LIVE`]) enters the pool and is forwarded when news;
+    /// a cut exchange's batch enters that cut only.
     pub(super) fn handle_attestations(&mut self, _now: Now, from: PeerId, batch: AttestationBatch) {
         let mut fresh = Vec::new();
         for a in batch.attestations {
+            // Known attester first (cheap), then the signature.
+            let attester = a.body.attester;
+            let in_cut = self.cuts.get(&batch.scope).is_some_and(|c| c.set.get(&attester).is_some());
+            if self.store.get(&attester).is_none() && !in_cut {
+                self.stats.attestations_rejected += 1;
+                continue;
+            }
             let Ok(v) = a.verify() else {
                 self.stats.attestations_rejected += 1;
                 continue;
             };
             if batch.scope != LIVE {
                 self.offer_to_cut(batch.scope, &v);
-                continue;
-            }
-            if self.store.get(&v.body().attester).is_none() {
-                self.stats.attestations_rejected += 1;
                 continue;
             }
             if self.accept_live(&v) {
