@@ -33,7 +33,7 @@ use lamina_crypto::digest::sha256;
 use super::evidence::{counts_for, EvidenceSet, EVIDENCE_CAPACITY};
 use super::serve::ServedSnapshot;
 use super::{uniform, Event, GossipEngine, Now, PeerId};
-use crate::attest::{admit_set, attesting_counts, AttestParams, Attested};
+use crate::attest::{admit_set, AttestParams, Attested};
 use crate::cut::CutRule;
 use crate::descriptor::Descriptor;
 use crate::quota::{self, Candidate, Standing};
@@ -134,13 +134,6 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         let (root, descriptors) = match attest {
             None => (cut.set.merkle_root(), cut.set.iter().map(Verified::to_unverified).collect()),
             Some(params) => {
-                // The attestations a relay earned rank it in the store
-                // (spec §14.1): a newcomer never displaces it.
-                let candidates: Vec<&Descriptor> = cut.set.iter().map(|v| &**v).collect();
-                let evidence: Vec<Attested> = cut.attestations.iter().cloned().collect();
-                for (d, n) in candidates.iter().zip(attesting_counts(&candidates, &evidence, epoch.0, &params)) {
-                    self.store.set_evidence(&d.id(), quota::evidence_score(n, None));
-                }
                 let mut admitted = Store::new(*cut.set.config());
                 for d in admitted_descriptors(epoch, &cut.set, &cut.attestations, &params) {
                     let _ = admitted.insert(d);
