@@ -226,6 +226,12 @@ impl Attestation {
         w.into_vec()
     }
 
+    /// Length of [`Attestation::encode`].
+    pub fn encoded_len(&self) -> usize {
+        let ip = if self.body.address.is_ipv4() { 4 } else { 16 };
+        1 + 32 * 3 + 1 + ip + 2 + 8 + 8 + SIGNATURE_LEN
+    }
+
     /// Parse an attestation (no signature check: [`Attestation::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, EvidenceError> {
         if bytes.len() > MAX_ATTESTATION_LEN {
@@ -351,6 +357,67 @@ pub fn admit_to_cut(
 ) -> bool {
     d.addresses().iter().all(|a| address_allowed(a, params))
         && attesting_blocks(d, attestations, epoch, params, block_of) >= params.k
+}
+
+/// The attestation count a descriptor needs in a cut whose candidate set
+/// spans `candidate_blocks` (spec §14.2, bootstrap rule):
+/// `min(k, number of candidate blocks other than d's own)`. A fresh network
+/// of a few relays can form (two relays in two blocks need one attestation
+/// each; a lone relay, or relays sharing one block, need none) while a
+/// network spanning at least `k` other blocks always asks for `k`. It is a
+/// function of the cut's own candidate set, so every relay holding the same
+/// cut computes the same number.
+pub fn required_attestations(d: &Descriptor, candidate_blocks: &BTreeSet<NetBlock>, params: &AttestParams) -> usize {
+    let own = quota::blocks(d);
+    let others = candidate_blocks.iter().filter(|b| !own.contains(b)).count();
+    params.k.min(others)
+}
+
+/// The evidence part of the cut rule over a whole candidate set (spec
+/// §14.2): which candidates (aligned with `candidates`) enter the cut of
+/// `epoch`. `attestations` are the cut's agreed attestations; an attester
+/// counts only with a descriptor among the candidates (its block is read
+/// there). Every address must be allowed, and [`attesting_blocks`] must
+/// reach [`required_attestations`]. Order-independent.
+pub fn admit_set(
+    candidates: &[&Descriptor],
+    attestations: &[Attested],
+    epoch: u64,
+    params: &AttestParams,
+) -> Vec<bool> {
+    let all_blocks: BTreeSet<NetBlock> = candidates.iter().flat_map(|d| quota::blocks(d)).collect();
+    candidates
+        .iter()
+        .zip(attesting_counts(candidates, attestations, epoch, params))
+        .map(|(d, have)| {
+            d.addresses().iter().all(|a| address_allowed(a, params))
+                && have >= required_attestations(d, &all_blocks, params)
+        })
+        .collect()
+}
+
+/// [`attesting_blocks`] of every candidate (aligned with `candidates`),
+/// attesters' blocks read from the candidates: the evidence a cut earns
+/// each relay (it ranks the store, spec §14.1).
+pub fn attesting_counts(
+    candidates: &[&Descriptor],
+    attestations: &[Attested],
+    epoch: u64,
+    params: &AttestParams,
+) -> Vec<usize> {
+    let block_of: BTreeMap<RelayId, NetBlock> =
+        candidates.iter().filter_map(|d| quota::blocks(d).first().map(|b| (d.id(), *b))).collect();
+    let mut by_subject: BTreeMap<RelayId, Vec<Attested>> = BTreeMap::new();
+    for a in attestations {
+        by_subject.entry(a.body().subject).or_default().push(a.clone());
+    }
+    candidates
+        .iter()
+        .map(|d| {
+            let mine = by_subject.get(&d.id()).map_or(&[][..], Vec::as_slice);
+            attesting_blocks(d, mine, epoch, params, |id| block_of.get(id).copied())
+        })
+        .collect()
 }
 
 /// A probe the driver should run: connect to `address` and complete the

@@ -40,6 +40,7 @@
 mod anti_entropy;
 mod config;
 mod cuts;
+mod evidence;
 mod maintenance;
 mod peers;
 mod rate;
@@ -68,7 +69,7 @@ use crate::error::{ConfigError, PeerRejected, PublishError, WireError};
 use crate::snapshot::Epoch;
 use crate::store::{InsertOutcome, Precheck, Store};
 use crate::verify::{Unverified, Verified};
-use crate::wire::{Message, Push, MAX_PUSH};
+use crate::wire::{self, Message, Push, MAX_PUSH};
 
 /// The time as the driver sees it: a monotonic clock for timers and the
 /// wall clock for descriptor validity windows.
@@ -234,6 +235,8 @@ pub struct GossipEngine<R> {
     cuts: Cuts,
     /// Extra evidence the cut rule asks for (spec §13.1).
     evidence: Box<dyn CutEvidence>,
+    /// Recent verified reachability attestations (spec §14.2).
+    attest_pool: evidence::EvidenceSet,
     /// A snapshot download we started.
     snapshot_fetch: Option<SnapshotFetch>,
     /// Deadlines.
@@ -269,6 +272,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             in_sessions: BTreeMap::new(),
             cuts: Cuts::new(),
             evidence: Box::new(NoEvidence),
+            attest_pool: evidence::EvidenceSet::new(wire::LIVE, evidence::EVIDENCE_CAPACITY),
             snapshot_fetch: None,
             timers,
             stats: Stats::default(),
@@ -473,6 +477,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             Message::SnapshotRequest(req) => self.handle_snapshot_request(now, from, req),
             Message::SnapshotChunk(chunk) => self.handle_snapshot_chunk(now, from, chunk),
             Message::InSync(sync) => self.handle_in_sync(now, from, sync),
+            Message::Attestations(batch) => self.handle_attestations(now, from, batch),
             // Statements are checked by clients; relays do not gossip them yet.
             Message::Statement(_) => {}
             Message::Unavailable { .. } => {

@@ -24,6 +24,8 @@
 //! 0x09 Unavailable     newest u64 (0: no snapshot served yet)
 //! 0x0a Statement       epoch statement [172] (crate::statement), sent
 //!                      before the first chunk of a served snapshot
+//! 0x20 Attestations    scope u64 | n u8 (1..=64)
+//!                      | n x (len u8 (<= 196) | attestation) (spec §14.2)
 //! ```
 //!
 //! `scope` names the set an anti-entropy exchange reconciles: [`LIVE`]
@@ -42,6 +44,7 @@
 use lamina_crypto::keys::{RelayId, KEY_LEN};
 use lamina_proto::codec::{DecodeError, Encode, EncodeError, Reader, Writer};
 
+use crate::attest::{Attestation, MAX_ATTESTATION_LEN};
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN};
 use crate::error::WireError;
 use crate::snapshot::Epoch;
@@ -82,6 +85,10 @@ const T_IN_SYNC: u8 = 0x08;
 const T_UNAVAILABLE: u8 = 0x09;
 /// Type byte of [`Message::Statement`].
 const T_STATEMENT: u8 = 0x0a;
+/// Type byte of [`Message::Attestations`].
+const T_ATTESTATIONS: u8 = 0x20;
+/// Most attestations in one [`AttestationBatch`].
+pub const MAX_BATCH_ATTESTATIONS: usize = 64;
 /// Length of an encoded digest entry.
 const ENTRY_LEN: usize = KEY_LEN + 8 + 32;
 
@@ -115,6 +122,18 @@ pub enum Message {
     },
     /// The serving relay's signed statement about the snapshot that follows.
     Statement(EpochStatement),
+    /// Signed reachability attestations (spec §14.2), parsed, not verified.
+    Attestations(AttestationBatch),
+}
+
+/// `Attestations`: evidence for the live pool ([`LIVE`]) or for the cut of
+/// one epoch (sent during a cut exchange whose roots differ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationBatch {
+    /// [`LIVE`] (gossip) or the epoch of the cut they are offered to.
+    pub scope: Epoch,
+    /// 1 to [`MAX_BATCH_ATTESTATIONS`] attestations.
+    pub attestations: Vec<Attestation>,
 }
 
 /// `InSync`: the answer to a cut `DigestRequest` whose root matched.
@@ -250,6 +269,7 @@ impl Message {
                 let bytes = r.bytes(STATEMENT_LEN).map_err(wire_err)?;
                 Self::Statement(EpochStatement::decode(bytes)?)
             }
+            T_ATTESTATIONS => Self::Attestations(decode_attestations(&mut r)?),
             other => return Err(WireError::UnknownType(other)),
         };
         if r.remaining() != 0 {
@@ -280,6 +300,7 @@ impl Message {
             Self::InSync(_) => 8 + 32,
             Self::Unavailable { .. } => 8,
             Self::Statement(_) => STATEMENT_LEN,
+            Self::Attestations(b) => 8 + 1 + b.attestations.iter().map(|a| 1 + a.encoded_len()).sum::<usize>(),
         }
     }
 
@@ -296,6 +317,7 @@ impl Message {
             Self::InSync(_) => "in-sync",
             Self::Unavailable { .. } => "unavailable",
             Self::Statement(_) => "statement",
+            Self::Attestations(_) => "attestations",
         }
     }
 }
@@ -363,6 +385,7 @@ impl Encode for Message {
                 w.put_u8(T_STATEMENT);
                 w.put_bytes(&s.encode());
             }
+            Self::Attestations(b) => encode_attestations(w, b)?,
         }
         Ok(())
     }
@@ -552,6 +575,42 @@ fn decode_chunk(r: &mut Reader<'_>) -> Result<SnapshotChunk, WireError> {
     }
     let descriptors = decode_descriptors(r, "snapshot chunk", 0, MAX_CHUNK_DESCRIPTORS)?;
     Ok(SnapshotChunk { epoch, root, index, total, descriptors })
+}
+
+/// Encode an `Attestations` message.
+fn encode_attestations(w: &mut Writer, b: &AttestationBatch) -> Result<(), EncodeError> {
+    w.put_u8(T_ATTESTATIONS);
+    w.put_u64(b.scope.0);
+    w.put_u8(count_u8("attestations", b.attestations.len(), 1, MAX_BATCH_ATTESTATIONS)?);
+    for a in &b.attestations {
+        let bytes = a.encode();
+        let len = u8::try_from(bytes.len())
+            .map_err(|_| EncodeError::Invalid { what: "attestation", reason: "longer than 255 bytes" })?;
+        w.put_u8(len);
+        w.put_bytes(&bytes);
+    }
+    Ok(())
+}
+
+/// Decode the body of an `Attestations` message (no signature check).
+fn decode_attestations(r: &mut Reader<'_>) -> Result<AttestationBatch, WireError> {
+    let scope = Epoch(r.u64().map_err(wire_err)?);
+    let n = usize::from(r.u8().map_err(wire_err)?);
+    if n == 0 || n > MAX_BATCH_ATTESTATIONS {
+        return Err(WireError::Malformed { what: "attestations", reason: "count out of range" });
+    }
+    let mut attestations = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = usize::from(r.u8().map_err(wire_err)?);
+        if len > MAX_ATTESTATION_LEN {
+            return Err(WireError::Malformed { what: "attestation", reason: "too long" });
+        }
+        let bytes = r.bytes(len).map_err(wire_err)?;
+        let a = Attestation::decode(bytes)
+            .map_err(|_| WireError::Malformed { what: "attestation", reason: "invalid encoding" })?;
+        attestations.push(a);
+    }
+    Ok(AttestationBatch { scope, attestations })
 }
 
 #[cfg(test)]

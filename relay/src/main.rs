@@ -138,6 +138,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(secs) = args.epoch_secs.or(file.epoch_secs) {
         gossip.epoch_len_s = secs.max(1);
     }
+    // The cut admits only attested relays (spec §14.2).
+    gossip.attest = Some(if test_network {
+        lamina_directory::attest::AttestParams::test_network()
+    } else {
+        lamina_directory::attest::AttestParams::production()
+    });
     let settings = DirSettings {
         gossip,
         seeds: seeds.clone(),

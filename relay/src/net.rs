@@ -14,4 +14,5 @@ pub mod directory;
 pub mod exit;
 pub mod link;
 pub mod listener;
+pub mod prober;
 pub mod registry;

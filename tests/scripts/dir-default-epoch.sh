@@ -18,7 +18,7 @@ query() { "$BIN/lamina-client" dir --json --pow-bits 8 --seed "$(ip "$1"):9001" 
 for i in $(seq 0 $((N - 1))); do
     seed=()
     [ "$i" -gt 0 ] && seed=(--seed "$(ip $((i - 1))):9001")
-    "$BIN/lamina-relay" --data-dir "$WORK/r$i" --listen "$(ip "$i"):9001" "${seed[@]}" --pow-bits 8 2>"$WORK/r$i.log" &
+    "$BIN/lamina-relay" --data-dir "$WORK/r$i" --listen "$(ip "$i"):9001" "${seed[@]}" --pow-bits 8 --test-network 2>"$WORK/r$i.log" &
     PIDS+=($!)
 done
 sleep 1

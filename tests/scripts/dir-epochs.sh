@@ -29,7 +29,7 @@ start_relay() {
     local i=$1 seed=()
     [ "$i" -gt 0 ] && seed=(--seed "$(ip $((i - 1))):9001")
     "$BIN/lamina-relay" --data-dir "$WORK/r$i" --listen "$(ip "$i"):9001" "${seed[@]}" \
-        --epoch-secs "$EPOCH" --pow-bits 8 2>>"$WORK/r$i.log" &
+        --epoch-secs "$EPOCH" --pow-bits 8 --test-network 2>>"$WORK/r$i.log" &
     PIDS[$i]=$!
 }
 ALIVE="$WORK/alive"

@@ -87,6 +87,7 @@ pub fn testnet_gossip() -> GossipConfig {
         epoch_len_s: 1,
         anti_entropy_interval_ms: 1_000,
         push_fanout: 16,
+        attest: Some(lamina_directory::attest::AttestParams::test_network()),
         ..GossipConfig::default()
     }
 }
@@ -179,7 +180,19 @@ impl TestNet {
         Self::start_full(relays, exits, socks, data_dir, policy, base).await
     }
 
-    /// The one start path behind the others.
+    /// As [`start`](Self::start), relay `i` advertising `bandwidths[i]`
+    /// KB/s (relays past the end of the list advertise 1000).
+    pub async fn start_with_bandwidths(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        bandwidths: &[u32],
+    ) -> anyhow::Result<Self> {
+        let policy = Policy { text: TESTNET_EXIT_POLICY, allow_private_exit: true };
+        Self::start_inner(relays, exits, socks, None, policy, NetConfig::default(), bandwidths).await
+    }
+
+    /// The start path behind the others, every relay advertising 1000 KB/s.
     async fn start_full(
         relays: usize,
         exits: usize,
@@ -187,6 +200,19 @@ impl TestNet {
         data_dir: Option<&std::path::Path>,
         exit_rules: Policy<'_>,
         base: NetConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(relays, exits, socks, data_dir, exit_rules, base, &[]).await
+    }
+
+    /// The one start path behind the others.
+    async fn start_inner(
+        relays: usize,
+        exits: usize,
+        socks: SocketAddr,
+        data_dir: Option<&std::path::Path>,
+        exit_rules: Policy<'_>,
+        base: NetConfig,
+        bandwidths: &[u32],
     ) -> anyhow::Result<Self> {
         let mut handles: Vec<RelayHandle> = Vec::with_capacity(relays);
         for i in 0..relays {
@@ -208,7 +234,7 @@ impl TestNet {
                 gossip: testnet_gossip(),
                 seeds: handles.first().map(|h| vec![lamina_directory::Seed::unpinned(h.addr)]).unwrap_or_default(),
                 advertised,
-                bandwidth_kbps: 1000,
+                bandwidth_kbps: bandwidths.get(i).copied().unwrap_or(1000),
                 exit: exit_summary(&policy),
                 family: Vec::new(),
                 state_file: relay_dir.map(|d| d.join("descriptors.bin")),

@@ -218,3 +218,40 @@ fn probe_scheduler() {
     s.set_targets([&*mine, &*local, &*peers[0]]);
     assert_eq!(s.len(), 1);
 }
+
+/// Relay `seed` at 20.seed.0.1 (block 20.seed/16).
+fn relay_at(seed: u8) -> Verified<Descriptor> {
+    let mut f = fields(1);
+    f.addresses = vec![SocketAddr::from(([20, seed, 0, 1], 443))];
+    signed(&identity(seed), f).verify(T0, TEST_DIFFICULTY).unwrap()
+}
+
+/// Bootstrap rule: the count asked is min(k, other candidate blocks); a
+/// lone relay needs none, two relays need one each, and a network of more
+/// than k blocks asks k of everyone. An unattested relay among attested
+/// ones is refused (the attack: a descriptor nobody can reach).
+#[test]
+fn admit_set_bootstrap_rule() {
+    let params = AttestParams::production();
+    let lone = relay_at(1);
+    assert_eq!(admit_set(&[&*lone], &[], 5, &params), vec![true], "a lone relay forms a network");
+    let (a, b) = (relay_at(1), relay_at(2));
+    assert_eq!(admit_set(&[&*a, &*b], &[], 5, &params), vec![false, false], "two blocks: one attestation each");
+    let mutual = [attest(2, &a, 5), attest(1, &b, 5)];
+    assert_eq!(admit_set(&[&*a, &*b], &mutual, 5, &params), vec![true, true]);
+    // Five relays in five blocks: k = 3 for each; relay 5 is attested by
+    // nobody, the others by three blocks each.
+    let rs: Vec<Verified<Descriptor>> = (1..=5).map(relay_at).collect();
+    let plain: Vec<&Descriptor> = rs.iter().map(|v| &**v).collect();
+    let mut atts = Vec::new();
+    for (i, d) in rs.iter().enumerate().take(4) {
+        for by in (1..=4u8).filter(|s| usize::from(*s) != i + 1) {
+            atts.push(attest(by, d, 5));
+        }
+    }
+    assert_eq!(admit_set(&plain, &atts, 5, &params), vec![true, true, true, true, false]);
+    assert_eq!(attesting_counts(&plain, &atts, 5, &params), vec![3, 3, 3, 3, 0]);
+    let two_only: Vec<Attested> =
+        atts.iter().filter(|a| a.body().attester != identity(4).relay_id()).cloned().collect();
+    assert!(!admit_set(&plain, &two_only, 5, &params)[0], "two blocks are not enough once five blocks exist");
+}

@@ -84,11 +84,11 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     /// agree); else our bucket hashes of that set.
     pub(super) fn handle_digest_request(&mut self, now: Now, from: PeerId, req: &DigestRequest) {
         let scope = req.epoch;
-        let Some(set) = self.set_mut(scope) else {
+        let Some(root) = self.scope_root(scope) else {
             self.stats.unsolicited += 1;
             return;
         };
-        if req.root == set.digest_root() {
+        if req.root == root {
             self.stats.ae_in_sync += 1;
             if scope != LIVE {
                 self.enqueue(from, Message::InSync(InSync { epoch: scope, root: req.root }));
@@ -109,8 +109,9 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         self.in_sessions.insert(key, session);
         let Some(set) = self.set_mut(scope) else { return };
         let digest = set.digest();
-        let summary = Summary { epoch: scope, root: digest.root, count: digest.count, buckets: digest.buckets };
+        let summary = Summary { epoch: scope, root, count: digest.count, buckets: digest.buckets };
         self.enqueue(from, Message::Summary(summary));
+        self.send_cut_evidence(from, scope);
     }
 
     /// The partner says our cuts of a scope are equal.
@@ -119,7 +120,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             self.stats.unsolicited += 1;
             return;
         }
-        if self.set_mut(sync.epoch).is_some_and(|set| set.digest_root() == sync.root) {
+        if self.scope_root(sync.epoch) == Some(sync.root) {
             self.cut_in_sync(now, sync.epoch);
         }
     }
@@ -131,11 +132,13 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             self.stats.unsolicited += 1;
             return;
         }
-        let Some(set) = self.set_mut(scope) else { return };
-        if summary.root == set.digest_root() {
+        let Some(root) = self.scope_root(scope) else { return };
+        if summary.root == root {
             self.cut_in_sync(now, scope);
             return;
         }
+        self.send_cut_evidence(from, scope);
+        let Some(set) = self.set_mut(scope) else { return };
         let mine = set.bucket_hashes();
         let mut digests = Vec::new();
         for (first, last) in differing_runs(&mine, &summary.buckets) {

@@ -86,6 +86,10 @@ pub struct GossipConfig {
     pub serve_snapshots: bool,
     /// Most undelivered events kept (oldest dropped).
     pub event_capacity: usize,
+    /// Reachability rule of the cut (spec §14.2): `None` admits every
+    /// descriptor the time rule admits (simulations, unit tests); relays
+    /// set production or test-network parameters.
+    pub attest: Option<crate::attest::AttestParams>,
 }
 
 impl Default for GossipConfig {
@@ -115,6 +119,7 @@ impl Default for GossipConfig {
             max_digest_messages: 64,
             serve_snapshots: true,
             event_capacity: 1_024,
+            attest: None,
         }
     }
 }

@@ -28,10 +28,15 @@ use rand_core::{CryptoRng, RngCore};
 
 use lamina_crypto::keys::RelayId;
 
+use lamina_crypto::digest::sha256;
+
+use super::evidence::{counts_for, EvidenceSet, EVIDENCE_CAPACITY};
 use super::serve::ServedSnapshot;
 use super::{uniform, Event, GossipEngine, Now, PeerId};
+use crate::attest::{admit_set, AttestParams, Attested};
 use crate::cut::CutRule;
 use crate::descriptor::Descriptor;
+use crate::quota::{self, Candidate, Standing};
 use crate::snapshot::Epoch;
 use crate::statement::EpochStatement;
 use crate::store::{EquivocationProof, InsertOutcome, Precheck, Store};
@@ -48,6 +53,11 @@ pub(crate) struct Cut {
     pub(crate) frozen: Option<ServedSnapshot>,
     /// Our signed statement about it, once the driver signed it.
     pub(crate) statement: Option<EpochStatement>,
+    /// The attestations that count for this epoch (spec §14.2),
+    /// reconciled with the descriptors.
+    pub(crate) attestations: EvidenceSet,
+    /// Where the next evidence batch sent to a partner starts.
+    pub(crate) evidence_cursor: usize,
 }
 
 /// The held cuts by epoch.
@@ -94,7 +104,13 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                     let _ = set.insert(d.clone());
                 }
             }
-            self.cuts.insert(e, Cut { set, frozen: None, statement: None });
+            let mut attestations = EvidenceSet::new(e, EVIDENCE_CAPACITY);
+            if let Some(params) = self.config.attest {
+                for a in self.attest_pool.iter().filter(|a| counts_for(a, e, &rule, &params)) {
+                    attestations.offer(a);
+                }
+            }
+            self.cuts.insert(e, Cut { set, frozen: None, statement: None, attestations, evidence_cursor: 0 });
         }
         let keep_from = Epoch(cur.0.saturating_sub(1));
         self.cuts.retain(|e, c| *e >= keep_from && (*e >= cur || c.frozen.is_some()));
@@ -110,12 +126,26 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         if epoch > self.epoch(now) {
             return;
         }
+        let attest = self.config.attest;
         let Some(cut) = self.cuts.get_mut(&epoch) else { return };
         if cut.frozen.is_some() || cut.set.is_empty() {
             return;
         }
-        let root = cut.set.merkle_root();
-        let descriptors: Vec<Unverified<Descriptor>> = cut.set.iter().map(Verified::to_unverified).collect();
+        let (root, descriptors) = match attest {
+            None => (cut.set.merkle_root(), cut.set.iter().map(Verified::to_unverified).collect()),
+            Some(params) => {
+                let mut admitted = Store::new(*cut.set.config());
+                for d in admitted_descriptors(epoch, &cut.set, &cut.attestations, &params) {
+                    let _ = admitted.insert(d);
+                }
+                self.stats.cut_unattested += u64::try_from(cut.set.len() - admitted.len()).unwrap_or(0);
+                if admitted.is_empty() {
+                    return;
+                }
+                (admitted.merkle_root(), admitted.iter().map(Verified::to_unverified).collect())
+            }
+        };
+        let descriptors: Vec<Unverified<Descriptor>> = descriptors;
         let count = u32::try_from(descriptors.len()).unwrap_or(u32::MAX);
         cut.frozen = Some(ServedSnapshot { epoch, root, descriptors });
         self.stats.cuts_frozen += 1;
@@ -135,6 +165,24 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         if matches && statement.relay == own && statement.verify() {
             cut.statement = Some(statement);
         }
+    }
+
+    /// The root an exchange of `scope` compares: the live store's digest
+    /// root, or for a cut with a reachability rule the hash of its digest
+    /// root and its evidence digest (equal only when both the descriptors
+    /// and the attestations agree).
+    pub(super) fn scope_root(&mut self, scope: Epoch) -> Option<[u8; 32]> {
+        let attest = self.config.attest.is_some();
+        if scope == LIVE {
+            return Some(self.store.digest_root());
+        }
+        let cut = self.cuts.get_mut(&scope)?;
+        let root = cut.set.digest_root();
+        if !attest {
+            return Some(root);
+        }
+        let evidence = cut.attestations.digest();
+        Some(sha256(&[b"lamina-cut-scope-root", &root, &evidence]))
     }
 
     /// Our statement for the frozen cut of `epoch`, if signed.
@@ -179,12 +227,9 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
                 self.out_sessions.remove(&oldest);
             }
         }
-        let Some(set) = self.set_mut(scope) else { return };
-        let req = DigestRequest {
-            epoch: scope,
-            root: set.digest_root(),
-            count: u32::try_from(set.len()).unwrap_or(u32::MAX),
-        };
+        let Some(root) = self.scope_root(scope) else { return };
+        let Some(set) = self.set_ref(scope) else { return };
+        let req = DigestRequest { epoch: scope, root, count: u32::try_from(set.len()).unwrap_or(u32::MAX) };
         self.out_sessions.insert((peer, scope), now.mono_ms.saturating_add(self.config.session_timeout_ms));
         self.enqueue(peer, Message::DigestRequest(req));
     }
@@ -289,4 +334,35 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         }
         out
     }
+}
+
+/// The descriptors of a cut that its evidence admits (spec §14.2, §14.1):
+/// the reachability rule over the whole candidate set ([`admit_set`],
+/// bootstrap rule included), then the per-IP identity quota
+/// ([`quota::select_per_ip`]) over those admitted: the relays of one IP
+/// that enter are the earliest published, ties by the smaller id (the
+/// standing clients use, so their own quota pass keeps all of them).
+/// Deterministic: a function of the cut's descriptors and attestations.
+pub(crate) fn admitted_descriptors(
+    epoch: Epoch,
+    set: &Store,
+    attestations: &EvidenceSet,
+    params: &AttestParams,
+) -> Vec<Verified<Descriptor>> {
+    let candidates: Vec<&Verified<Descriptor>> = set.iter().collect();
+    let plain: Vec<&Descriptor> = candidates.iter().map(|v| &***v).collect();
+    let evidence: Vec<Attested> = attestations.iter().cloned().collect();
+    let reachable = admit_set(&plain, &evidence, epoch.0, params);
+    let admitted: Vec<&Verified<Descriptor>> =
+        candidates.iter().zip(reachable).filter(|(_, ok)| *ok).map(|(v, _)| *v).collect();
+    let cands: Vec<Candidate> = admitted
+        .iter()
+        .map(|v| Candidate {
+            id: v.id(),
+            ips: quota::ip_keys(v),
+            standing: Standing { evidence: 0, first_seen: v.published() },
+        })
+        .collect();
+    let keep = quota::select_per_ip(&cands, quota::QuotaParams::production().max_per_ip);
+    admitted.into_iter().zip(keep).filter(|(_, k)| *k).map(|(v, _)| v.clone()).collect()
 }

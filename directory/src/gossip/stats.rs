@@ -118,4 +118,10 @@ pub struct Stats {
     pub repairs_sent: u64,
     /// Descriptors expired out of the store.
     pub expired: u64,
+    /// Attestations verified and new to the pool or a cut (spec §14.2).
+    pub attestations_accepted: u64,
+    /// Attestations refused (bad signature, unknown attester, bounds).
+    pub attestations_rejected: u64,
+    /// Descriptors a cut left out for want of attestations (at freeze).
+    pub cut_unattested: u64,
 }

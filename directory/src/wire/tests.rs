@@ -46,7 +46,39 @@ fn samples() -> Vec<Message> {
             total: 2,
             descriptors: descs(),
         }),
+        Message::Attestations(AttestationBatch { scope: Epoch(6), attestations: vec![attestation(1), attestation(2)] }),
     ]
+}
+
+/// A signed attestation by fixture identity `n` (IPv4 and IPv6 alternate).
+fn attestation(n: u8) -> Attestation {
+    let address = if n % 2 == 0 { "[2001:4860::1]:443" } else { "192.0.2.7:9001" };
+    let body = crate::attest::AttestationBody {
+        attester: RelayId([0; 32]),
+        subject: crate::testing::identity(n + 1).relay_id(),
+        link_key: lamina_crypto::keys::LinkPublicKey([3; 32]),
+        address: address.parse().unwrap(),
+        epoch: 4,
+        observed_at: 44,
+    };
+    Attestation::sign(&crate::testing::identity(n), body)
+}
+
+/// An `Attestations` message with no entry, more than the maximum, or a
+/// truncated entry is refused before anything is allocated past its bound.
+#[test]
+fn attestation_batch_bounds() {
+    let one = Message::Attestations(AttestationBatch { scope: Epoch(1), attestations: vec![attestation(1)] });
+    let bytes = one.to_vec().unwrap();
+    let mut empty = bytes[..9].to_vec();
+    empty.push(0);
+    assert!(matches!(Message::decode(&empty), Err(WireError::Malformed { .. })));
+    let mut many = bytes.clone();
+    many[9] = 65;
+    assert!(matches!(Message::decode(&many), Err(WireError::Malformed { .. })));
+    assert!(Message::decode(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+    let too_many = AttestationBatch { scope: Epoch(1), attestations: vec![attestation(1); MAX_BATCH_ATTESTATIONS + 1] };
+    assert!(Message::Attestations(too_many).to_vec().is_err());
 }
 
 /// Every kind round-trips, and `encoded_len` is exact.

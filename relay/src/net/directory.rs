@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::listener::{connect_relay, connect_seed};
+use super::prober::Prober;
 use super::registry::KnownRelay;
 use super::registry::RelayContext;
 
@@ -68,6 +69,13 @@ pub enum DirCmd {
     LinkDown {
         /// The peer relay.
         relay: RelayId,
+    },
+    /// A reachability probe finished (spec §14.2).
+    Probed {
+        /// What was probed.
+        task: lamina_directory::attest::ProbeTask,
+        /// Whether the handshake against the descriptor's link key completed.
+        reached: bool,
     },
     /// A dial the engine asked for finished.
     Dialed {
@@ -123,6 +131,8 @@ pub struct DirectoryTask {
     rng: ChaCha20Rng,
     /// Whether the "Bootstrapped 100%" line was logged.
     bootstrapped: bool,
+    /// The reachability prober (when the cut asks for attestations).
+    prober: Option<Prober>,
 }
 
 impl std::fmt::Debug for DirectoryTask {
@@ -140,8 +150,18 @@ impl DirectoryTask {
         let seed = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| e.to_string())?;
         let rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| e.to_string())?;
         let engine = GossipEngine::new(ctx.relay_id, settings.gossip.clone(), seed, now).map_err(|e| e.to_string())?;
-        let mut task =
-            Self { ctx, settings, engine, origin, peers: HashMap::new(), sequence: 0, rng, bootstrapped: false };
+        let prober = settings.gossip.attest.map(|p| Prober::new(ctx.relay_id, p));
+        let mut task = Self {
+            ctx,
+            settings,
+            engine,
+            origin,
+            peers: HashMap::new(),
+            sequence: 0,
+            rng,
+            bootstrapped: false,
+            prober,
+        };
         task.load_state();
         task.publish_own()?;
         info!("Bootstrapped 50%: descriptor signed and published");
@@ -171,6 +191,7 @@ impl DirectoryTask {
                 _ = shutdown.changed() => break,
             }
             self.drain().await;
+            self.probe();
             if last_persist.elapsed() >= PERSIST_EVERY {
                 self.save_state();
                 last_persist = Instant::now();
@@ -178,6 +199,23 @@ impl DirectoryTask {
         }
         self.save_state();
         info!("directory stopped");
+    }
+
+    /// Start the reachability probes that are due (spec §14.2).
+    fn probe(&mut self) {
+        let now = self.now();
+        let Some(prober) = self.prober.as_mut() else { return };
+        prober.tick(&self.ctx, self.engine.store().iter().map(|v| &**v), now.unix_s, &mut self.rng);
+    }
+
+    /// A probe finished: sign and gossip the attestation if it succeeded.
+    fn probed(&mut self, task: &lamina_directory::attest::ProbeTask, reached: bool) {
+        let now = self.now();
+        let epoch = lamina_directory::Epoch::at(now.unix_s, self.settings.gossip.epoch_len_s).0;
+        let Some(prober) = self.prober.as_mut() else { return };
+        if let Some(attestation) = prober.on_result(task, reached, now.unix_s, epoch, &self.ctx.keys.identity) {
+            self.engine.add_attestation(attestation);
+        }
     }
 
     /// The current time for the engine.
@@ -237,6 +275,7 @@ impl DirectoryTask {
                     self.engine.remove_peer(&peer);
                 }
             }
+            DirCmd::Probed { task, reached } => self.probed(&task, reached),
             DirCmd::Republish => {
                 if let Err(e) = self.publish_own() {
                     warn!("{e}");

@@ -259,7 +259,7 @@ pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(
 
 /// Connect to `addr` from our bind address, if one is set. Outside a test
 /// network only publicly routable addresses are dialled (spec §15.2).
-async fn dial(ctx: &RelayContext, addr: SocketAddr) -> Result<TcpStream, LinkSetupError> {
+pub(crate) async fn dial(ctx: &RelayContext, addr: SocketAddr) -> Result<TcpStream, LinkSetupError> {
     if !ctx.config.test_network && !crate::exit_policy::is_public(addr.ip()) {
         return Err(LinkSetupError::NonPublic);
     }

@@ -1,0 +1,97 @@
+//! The reachability prober (spec §14.2): the driver of the sans-IO
+//! [`ProbeScheduler`]. It dials the advertised address of the relays the
+//! scheduler picks, completes the link handshake against the link key of
+//! their descriptor, hangs up, and reports the outcome to the directory
+//! task, which has the scheduler sign an attestation and hands it to the
+//! gossip engine. No decision is made here: which relay, how often, how
+//! many at once and what counts all live in `lamina_directory::attest`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lamina_crypto::keys::{IdentityKeypair, LinkPublicKey, RelayId};
+use lamina_directory::attest::{AttestParams, Attestation, ProbeScheduler, ProbeTask};
+use lamina_directory::Descriptor;
+use lamina_proto::link::{LinkHandshake, LocalAuth, PeerExpectation, PeerIdentity};
+use rand_chacha::ChaCha20Rng;
+use tracing::debug;
+
+use super::directory::DirCmd;
+use super::listener::{dial, drive, os_rng};
+use super::registry::RelayContext;
+
+/// Most relays the scheduler tracks.
+const MAX_TARGETS: usize = 100_000;
+/// How often the scheduler's peer set is refreshed from the store.
+const TARGETS_EVERY: Duration = Duration::from_secs(1);
+
+/// The prober state the directory task owns.
+#[derive(Debug)]
+pub struct Prober {
+    /// The sans-IO scheduler.
+    scheduler: ProbeScheduler,
+    /// When the peer set was last refreshed.
+    refreshed: Option<Instant>,
+}
+
+impl Prober {
+    /// A prober for relay `own` under `params`.
+    pub fn new(own: RelayId, params: AttestParams) -> Self {
+        Self { scheduler: ProbeScheduler::new(own, params, MAX_TARGETS), refreshed: None }
+    }
+
+    /// Refresh the peer set (at most once a second) and start every probe
+    /// that is due; each reports back with [`DirCmd::Probed`].
+    pub fn tick<'a>(
+        &mut self,
+        ctx: &Arc<RelayContext>,
+        descriptors: impl IntoIterator<Item = &'a Descriptor>,
+        now_unix: u64,
+        rng: &mut ChaCha20Rng,
+    ) {
+        if self.refreshed.is_none_or(|t| t.elapsed() >= TARGETS_EVERY) {
+            self.scheduler.set_targets(descriptors);
+            self.refreshed = Some(Instant::now());
+        }
+        while let Some(task) = self.scheduler.next_probe(now_unix, rng) {
+            let ctx = Arc::clone(ctx);
+            tokio::spawn(async move {
+                let reached = probe(&ctx, task.address, task.subject, task.link_key).await;
+                if !reached {
+                    debug!(relay = %task.subject.short(), "reachability probe failed");
+                }
+                if let Some(tx) = &ctx.dir_inbox {
+                    let _ = tx.send(DirCmd::Probed { task, reached }).await;
+                }
+            });
+        }
+    }
+
+    /// A probe finished: the attestation to gossip, if it reached the relay.
+    pub fn on_result(
+        &mut self,
+        task: &ProbeTask,
+        reached: bool,
+        now_unix: u64,
+        epoch: u64,
+        identity: &IdentityKeypair,
+    ) -> Option<Attestation> {
+        self.scheduler.on_result(task, reached, now_unix, epoch, identity)
+    }
+}
+
+/// Connect to `addr` and complete the link handshake expecting `relay_id`
+/// and `link_key`; then hang up (no link is started). Bounded by the
+/// handshake time-out.
+async fn probe(ctx: &Arc<RelayContext>, addr: SocketAddr, relay_id: RelayId, link_key: LinkPublicKey) -> bool {
+    let Ok(mut rng) = os_rng() else { return false };
+    let attempt = async {
+        let mut socket = dial(ctx, addr).await.ok()?;
+        let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
+        let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Known { relay_id, link_key }).ok()?;
+        let parts = drive(&mut socket, hs, &mut rng).await.ok()?;
+        Some(parts.peer == PeerIdentity::Relay(relay_id) && parts.peer_key == Some(link_key))
+    };
+    matches!(tokio::time::timeout(ctx.config.handshake_timeout, attempt).await, Ok(Some(true)))
+}
