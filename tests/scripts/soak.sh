@@ -8,12 +8,13 @@
 # --allow-private-exit), TWO `lamina-client proxy` processes, and a local
 # Python server (downloads of 1-5 MiB, a slow response, a silent destination
 # that accepts and never answers). For M minutes (default 15) three workers mix
-# through both proxies: completed downloads, aborted downloads, applications
+# through both proxies, in six SOCKS isolation classes (so every relay carries
+# circuits from the first minute): completed downloads, aborted downloads, applications
 # killed with SIGKILL mid-stream (a curl or python child, by PID), silent
 # destinations, slow responses, idle connections opened to the SOCKS ports and
 # to relays and abandoned; one relay is restarted by PID (same data dir) every
 # few minutes. Every ~10 s it samples each lamina process: open descriptors,
-# CLOSE-WAIT sockets it owns, RSS. Exit status non-zero when a final/warm-up
+# CLOSE-WAIT sockets it owns (and how long each stayed), RSS. Exit status non-zero when a final/warm-up
 # ratio exceeds 1.1 (beyond a slack of +8 descriptors and +4 MiB RSS), when an
 # honest request failed outside a deliberate relay-down window, or when a
 # lamina process died unexpectedly. Loopback only; bash + python3 stdlib.
