@@ -18,7 +18,8 @@
 # ratio exceeds 1.1 (beyond a slack of +8 descriptors and +4 MiB RSS), when an
 # honest request failed outside a deliberate relay-down window, or when a
 # lamina process died unexpectedly. Loopback only; bash + python3 stdlib.
-# BIN defaults to target/debug; SOAK_PORT_BASE (default 19140) moves the ports.
+# BIN defaults to target/debug; SOAK_PORT_BASE (default 19140) moves the ports,
+# SOAK_NET_BASE (default 140) the relays' 127.X.0.1 addresses (two runs at once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/debug}
@@ -117,8 +118,11 @@ def record_pids():
     os.replace(tmp, os.path.join(WORK, "pids"))
 
 
+NET_BASE = int(os.environ.get("SOAK_NET_BASE", "140"))
+
+
 def relay_addr(i):
-    return f"127.{140 + i}.0.1", 9001
+    return f"127.{NET_BASE + i}.0.1", 9001
 
 
 def relay_args(i):
