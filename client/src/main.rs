@@ -77,6 +77,11 @@ struct ProxyArgs {
     /// Seconds a SOCKS client has to complete its handshake (default 10).
     #[arg(long, value_name = "SECS")]
     socks_handshake_timeout: Option<u64>,
+    /// Seconds a SOCKS connection whose application half-closed (or
+    /// closed) its side may go without reply bytes before the stream is
+    /// ended and the socket closed (default 15).
+    #[arg(long, value_name = "SECS")]
+    socks_half_closed_timeout: Option<u64>,
     /// A local test network: use relays at loopback and private addresses
     /// (without it they are left out of every path).
     #[arg(long)]
@@ -122,6 +127,8 @@ struct FileConfig {
     socks_max_connections: Option<usize>,
     /// SOCKS handshake time-out in seconds.
     socks_handshake_timeout_secs: Option<u64>,
+    /// Half-closed SOCKS connection time-out in seconds.
+    socks_half_closed_timeout_secs: Option<u64>,
     /// A local test network.
     test_network: Option<bool>,
     /// Pinned path (experiments), as `--pin-path`.
@@ -271,6 +278,10 @@ fn socks_settings(args: &ProxyArgs, file: &FileConfig) -> anyhow::Result<SocksSe
     if let Some(secs) = args.socks_handshake_timeout.or(file.socks_handshake_timeout_secs) {
         anyhow::ensure!(secs > 0, "--socks-handshake-timeout must be at least 1 second");
         settings.handshake_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = args.socks_half_closed_timeout.or(file.socks_half_closed_timeout_secs) {
+        anyhow::ensure!(secs > 0, "--socks-half-closed-timeout must be at least 1 second");
+        settings.half_closed_idle = Duration::from_secs(secs);
     }
     Ok(settings)
 }

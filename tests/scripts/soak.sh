@@ -8,16 +8,18 @@
 # --allow-private-exit), TWO `lamina-client proxy` processes, and a local
 # Python server (downloads of 1-5 MiB, a slow response, a silent destination
 # that accepts and never answers). For M minutes (default 15) three workers mix
-# through both proxies: completed downloads, aborted downloads, applications
+# through both proxies, in six SOCKS isolation classes (so every relay carries
+# circuits from the first minute): completed downloads, aborted downloads, applications
 # killed with SIGKILL mid-stream (a curl or python child, by PID), silent
 # destinations, slow responses, idle connections opened to the SOCKS ports and
 # to relays and abandoned; one relay is restarted by PID (same data dir) every
 # few minutes. Every ~10 s it samples each lamina process: open descriptors,
-# CLOSE-WAIT sockets it owns, RSS. Exit status non-zero when a final/warm-up
+# CLOSE-WAIT sockets it owns (and how long each stayed), RSS. Exit status non-zero when a final/warm-up
 # ratio exceeds 1.1 (beyond a slack of +8 descriptors and +4 MiB RSS), when an
 # honest request failed outside a deliberate relay-down window, or when a
 # lamina process died unexpectedly. Loopback only; bash + python3 stdlib.
-# BIN defaults to target/debug; SOAK_PORT_BASE (default 19140) moves the ports.
+# BIN defaults to target/debug; SOAK_PORT_BASE (default 19140) moves the ports,
+# SOAK_NET_BASE (default 140) the relays' 127.X.0.1 addresses (two runs at once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/debug}
@@ -116,8 +118,11 @@ def record_pids():
     os.replace(tmp, os.path.join(WORK, "pids"))
 
 
+NET_BASE = int(os.environ.get("SOAK_NET_BASE", "140"))
+
+
 def relay_addr(i):
-    return f"127.{140 + i}.0.1", 9001
+    return f"127.{NET_BASE + i}.0.1", 9001
 
 
 def relay_args(i):
@@ -197,12 +202,31 @@ def recv_exact(s, n):
     return buf
 
 
-def socks_connect(proxy, host, port, timeout=30.0):
+# Isolation classes (SOCKS username/password, as a browser isolating sites):
+# each class has its own circuits, so traffic spreads over every relay from
+# the first minute and the warm-up sample sees every relay in use (with one
+# class, the first circuit's three relays carried everything until a restart
+# moved it, and an idle relay's warm-up RSS was no baseline).
+CLASSES = [None] + [f"soak{k}" for k in range(5)]
+
+
+def socks_connect(proxy, host, port, timeout=30.0, cls="random"):
+    if cls == "random":
+        cls = random.choice(CLASSES)
     s = socket.create_connection(("127.0.0.1", proxy), timeout=timeout)
     try:
-        s.sendall(b"\x05\x01\x00")
-        if recv_exact(s, 2) != b"\x05\x00":
-            raise ConnectionError("SOCKS method refused")
+        if cls is None:
+            s.sendall(b"\x05\x01\x00")
+            if recv_exact(s, 2) != b"\x05\x00":
+                raise ConnectionError("SOCKS method refused")
+        else:
+            s.sendall(b"\x05\x01\x02")
+            if recv_exact(s, 2) != b"\x05\x02":
+                raise ConnectionError("SOCKS method refused")
+            user = cls.encode()
+            s.sendall(b"\x01" + bytes([len(user)]) + user + b"\x01x")
+            if recv_exact(s, 2) != b"\x01\x00":
+                raise ConnectionError("SOCKS auth refused")
         if host == "127.0.0.1":
             dst = b"\x01" + socket.inet_aton(host)
         else:
@@ -434,7 +458,11 @@ def close_wait_inodes():
     return ino
 
 
-def sample_one(pid, cw):
+CW_SEEN = {}  # (name, pid, inode) -> first sample time it was seen in CLOSE-WAIT
+CW_AGE = {}  # name -> longest CLOSE-WAIT seen (s; sample resolution, a lower bound)
+
+
+def sample_one(pid, cw, name="", t=0.0):
     fds, cwn = 0, 0
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -445,6 +473,8 @@ def sample_one(pid, cw):
                 continue
             if link.startswith("socket:[") and link[8:-1] in cw:
                 cwn += 1
+                first = CW_SEEN.setdefault((name, pid, link[8:-1]), t)
+                CW_AGE[name] = max(CW_AGE.get(name, 0.0), t - first)
         rss = 0
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
@@ -461,14 +491,15 @@ SAMPLES = []  # (t, {name: (pid, fds, cw, rss_kb)})
 def take_sample():
     cw = close_wait_inodes()
     row = {}
+    t = time.time() - T0[0]
     with LOCK:
         procs = dict(PROCS)
     for name, p in procs.items():
         if p.poll() is None:
-            v = sample_one(p.pid, cw)
+            v = sample_one(p.pid, cw, name, t)
             if v:
                 row[name] = (p.pid,) + v
-    SAMPLES.append((time.time() - T0[0], row))
+    SAMPLES.append((t, row))
 
 
 def sampler():
@@ -525,6 +556,8 @@ def report():
             else:
                 print(f"NOTE: {n}: rss {wr} kB -> {fr} kB (not judged in a run under 10 minutes)")
     cw_max = max((v[2] for _, row in SAMPLES for v in row.values()), default=0)
+    ages = " ".join(f"{n}={CW_AGE.get(n, 0.0):.0f}s" for n in names)
+    print(f"longest CLOSE-WAIT seen per process (sample resolution {SAMPLE_SECS:.0f} s): {ages}")
     print(f"\nwarm-up sample t={warm[0]:.0f}s, final sample t={final[0]:.0f}s; stats {STATS}")
     for f in FAILS:
         print("FAIL:", f)

@@ -25,13 +25,16 @@ use crate::socks::{reply_failure, reply_success, SocksHandshake, SocksRequest, S
 pub const MAX_SOCKS_CONNECTIONS: usize = 1024;
 /// Default time allowed for the SOCKS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time a half-closed connection may stay without reply bytes.
-pub const HALF_CLOSED_IDLE: Duration = Duration::from_secs(60);
+/// Default time a half-closed (or closed) connection may stay without
+/// reply bytes (`--socks-half-closed-timeout`): the proxy cannot tell an
+/// application that half-closed from one that went away, so this bounds
+/// how long its socket stays in CLOSE-WAIT (spec §10.4).
+pub const HALF_CLOSED_IDLE: Duration = Duration::from_secs(15);
 /// Most bytes kept from the handshake phase (request plus optimistic data).
 const MAX_HANDSHAKE_BYTES: usize = 64 * 1024;
 
 /// SOCKS front settings (flags `--socks-max-connections`,
-/// `--socks-handshake-timeout`; spec §10.4).
+/// `--socks-handshake-timeout`, `--socks-half-closed-timeout`; spec §10.4).
 #[derive(Debug, Clone, Copy)]
 pub struct SocksSettings {
     /// Most connections holding a slot.

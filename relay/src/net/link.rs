@@ -18,7 +18,7 @@ use std::sync::Arc;
 use lamina_proto::cell::{Cell, CellCommand, CircId, DestroyReason, CELL_LEN};
 use lamina_proto::circuit::relay::{HopKeysRef, LinkId, RelayAction, RelayCircuitTable, Route};
 use lamina_proto::error::{CircuitError, Fault};
-use lamina_proto::link::{LinkReceiver, LinkSender, PeerIdentity, MAX_BATCH_CELLS};
+use lamina_proto::link::{LinkReceiver, LinkSender, PeerIdentity, MAX_BATCH_CELLS, MAX_FRAME_LEN};
 use lamina_proto::msg::{EndReason, StreamId};
 use rand_chacha::ChaCha20Rng;
 use std::time::{Duration, Instant};
@@ -35,10 +35,16 @@ use super::listener::{os_rng, LinkParts, LinkSetupError};
 use super::registry::{LinkCmd, LinkHandle, LinkQueues, ReaderItem, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE};
 use crate::net::exit;
 
-/// Most cells the writer gathers into one write.
-const WRITE_GATHER_CELLS: usize = 1024;
-/// Socket read buffer size.
-const READ_BUF: usize = 256 * 1024;
+/// Most cells the writer gathers into one write (128 KiB of cells: every
+/// link holds its gather buffers for its lifetime, so they stay small;
+/// spec §15.5 "Memory").
+const WRITE_GATHER_CELLS: usize = 256;
+/// Sealed bytes of one full gather (whole frames of at most
+/// [`MAX_BATCH_CELLS`] cells, header and tag included), so the output
+/// buffer never reallocates.
+const WRITE_GATHER_BYTES: usize = WRITE_GATHER_CELLS.div_ceil(MAX_BATCH_CELLS) * MAX_FRAME_LEN;
+/// Socket read buffer size (two full frames; spec §15.5 "Memory").
+const READ_BUF: usize = 64 * 1024;
 /// Most backward cells the reader takes from its queue per wake-up (then
 /// it serves its socket again: neither side starves the other).
 const BACKWARD_BATCH: usize = 2048;
@@ -679,7 +685,7 @@ async fn writer_task(
 ) {
     let stall = ctx.config.write_stall_timeout;
     let mut cells = Vec::with_capacity(WRITE_GATHER_CELLS);
-    let mut out = Vec::with_capacity(WRITE_GATHER_CELLS * CELL_LEN);
+    let mut out = Vec::with_capacity(WRITE_GATHER_BYTES);
     loop {
         cells.clear();
         if queues.pop_out(&ctx, WRITE_GATHER_CELLS, &mut cells) == 0 {
