@@ -24,6 +24,8 @@
 //! 0x09 Unavailable     newest u64 (0: no snapshot served yet)
 //! 0x0a Statement       epoch statement [172] (crate::statement), sent
 //!                      before the first chunk of a served snapshot
+//! 0x10 StatementConflict  statement [172] | statement [172]: one relay's
+//!                      two different statements for one epoch (spec §13.8)
 //! ```
 //!
 //! `scope` names the set an anti-entropy exchange reconciles: [`LIVE`]
@@ -45,7 +47,7 @@ use lamina_proto::codec::{DecodeError, Encode, EncodeError, Reader, Writer};
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN};
 use crate::error::WireError;
 use crate::snapshot::Epoch;
-use crate::statement::{EpochStatement, STATEMENT_LEN};
+use crate::statement::{EpochStatement, StatementConflict, STATEMENT_LEN};
 use crate::store::merkle::{BucketHash, BUCKETS, BUCKET_HASH_LEN};
 use crate::verify::Unverified;
 
@@ -82,6 +84,9 @@ const T_IN_SYNC: u8 = 0x08;
 const T_UNAVAILABLE: u8 = 0x09;
 /// Type byte of [`Message::Statement`].
 const T_STATEMENT: u8 = 0x0a;
+/// Type byte of [`Message::StatementConflict`] (0x10: 0x0b.. are left to
+/// other message families).
+const T_STATEMENT_CONFLICT: u8 = 0x10;
 /// Length of an encoded digest entry.
 const ENTRY_LEN: usize = KEY_LEN + 8 + 32;
 
@@ -115,6 +120,9 @@ pub enum Message {
     },
     /// The serving relay's signed statement about the snapshot that follows.
     Statement(EpochStatement),
+    /// A proof that one relay signed two different statements for one
+    /// epoch (gossiped between relays, served to clients; spec §13.8).
+    StatementConflict(StatementConflict),
 }
 
 /// `InSync`: the answer to a cut `DigestRequest` whose root matched.
@@ -250,6 +258,11 @@ impl Message {
                 let bytes = r.bytes(STATEMENT_LEN).map_err(wire_err)?;
                 Self::Statement(EpochStatement::decode(bytes)?)
             }
+            T_STATEMENT_CONFLICT => {
+                let first = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
+                let second = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
+                Self::StatementConflict(StatementConflict { first, second })
+            }
             other => return Err(WireError::UnknownType(other)),
         };
         if r.remaining() != 0 {
@@ -280,6 +293,7 @@ impl Message {
             Self::InSync(_) => 8 + 32,
             Self::Unavailable { .. } => 8,
             Self::Statement(_) => STATEMENT_LEN,
+            Self::StatementConflict(_) => 2 * STATEMENT_LEN,
         }
     }
 
@@ -296,6 +310,7 @@ impl Message {
             Self::InSync(_) => "in-sync",
             Self::Unavailable { .. } => "unavailable",
             Self::Statement(_) => "statement",
+            Self::StatementConflict(_) => "statement-conflict",
         }
     }
 }
@@ -362,6 +377,11 @@ impl Encode for Message {
             Self::Statement(s) => {
                 w.put_u8(T_STATEMENT);
                 w.put_bytes(&s.encode());
+            }
+            Self::StatementConflict(c) => {
+                w.put_u8(T_STATEMENT_CONFLICT);
+                w.put_bytes(&c.first.encode());
+                w.put_bytes(&c.second.encode());
             }
         }
         Ok(())

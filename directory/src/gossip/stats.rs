@@ -118,4 +118,10 @@ pub struct Stats {
     pub repairs_sent: u64,
     /// Descriptors expired out of the store.
     pub expired: u64,
+    /// Epoch statements kept and forwarded (ours included; spec §13.8).
+    pub statements_gossiped: u64,
+    /// Statement-conflict proofs learned (found here or received).
+    pub statement_conflicts: u64,
+    /// Statements and proofs dropped: bad signature, epoch not held.
+    pub bad_statements: u64,
 }
