@@ -251,8 +251,7 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -
     let mut reassembler = Reassembler::new();
     let mut next_start: u16 = 0;
     let mut received: u16 = 0;
-    let mut statement: Option<EpochStatement> = None;
-    let mut proofs: Vec<StatementConflict> = Vec::new();
+    let mut side = SideMessages::default();
     loop {
         if received == next_start {
             let req =
@@ -272,31 +271,7 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -
             let Some(message) = reassembler.push(cell).map_err(|e| ClientError::Directory(e.to_string()))? else {
                 continue;
             };
-            let chunk = match Message::decode(&message) {
-                Ok(Message::SnapshotChunk(chunk)) => chunk,
-                Ok(Message::Statement(s)) => {
-                    if s.relay != seed_id || !s.verify() {
-                        return Err(ClientError::Directory("the statement is not signed by the seed".into()));
-                    }
-                    statement = Some(s);
-                    continue;
-                }
-                Ok(Message::StatementConflict(proof)) => {
-                    // Checked here: a seed cannot void an honest relay's
-                    // vote with a forged proof.
-                    if proof.is_valid() && proofs.len() < MAX_SERVED_PROOFS && !proofs.contains(&proof) {
-                        proofs.push(proof);
-                    }
-                    continue;
-                }
-                Ok(Message::Unavailable { newest }) => {
-                    return Err(ClientError::Directory(format!(
-                        "the seed serves no snapshot of epoch {} (newest served: {newest})",
-                        epoch.0
-                    )))
-                }
-                _ => return Err(ClientError::Directory("unexpected directory message".into())),
-            };
+            let Some(chunk) = side.take(Message::decode(&message), seed_id, epoch)? else { continue };
             received = received.saturating_add(1);
             if let Some(snapshot) = assembler.add(&chunk).map_err(|e| ClientError::Directory(e.to_string()))? {
                 let (verified, dropped) = snapshot
@@ -306,14 +281,14 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -
                 for (index, error) in dropped {
                     warn!(index, %error, "descriptor in the snapshot does not verify here; not used");
                 }
-                if statement.is_some_and(|s| {
+                if side.statement.is_some_and(|s| {
                     (s.epoch, s.root, usize::try_from(s.count).ok()) != (verified.epoch, verified.root, Some(served))
                 }) {
                     return Err(ClientError::Directory(
                         "the seed's signed statement does not match its snapshot".into(),
                     ));
                 }
-                return Ok(Fetched { id: seed_id, snapshot: verified, statement, proofs });
+                return Ok(Fetched { id: seed_id, snapshot: verified, statement: side.statement, proofs: side.proofs });
             }
         }
         if buf.capacity() - buf.len() < MAX_BATCH_CELLS * CELL_LEN {
@@ -321,6 +296,49 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -
         }
         if socket.read_buf(&mut buf).await? == 0 {
             return Err(ClientError::LinkClosed);
+        }
+    }
+}
+
+/// What a seed sends besides the chunks: its statement and proofs.
+#[derive(Debug, Default)]
+struct SideMessages {
+    /// The seed's statement (checked: signed by the seed).
+    statement: Option<EpochStatement>,
+    /// Checked proofs against lying relays (spec §13.8), bounded.
+    proofs: Vec<StatementConflict>,
+}
+
+impl SideMessages {
+    /// Keep a statement or proof; return a chunk; refuse anything else.
+    fn take(
+        &mut self,
+        decoded: Result<Message, lamina_directory::WireError>,
+        seed_id: RelayId,
+        epoch: Epoch,
+    ) -> Result<Option<lamina_directory::wire::SnapshotChunk>, ClientError> {
+        match decoded {
+            Ok(Message::SnapshotChunk(chunk)) => Ok(Some(chunk)),
+            Ok(Message::Statement(s)) => {
+                if s.relay != seed_id || !s.verify() {
+                    return Err(ClientError::Directory("the statement is not signed by the seed".into()));
+                }
+                self.statement = Some(s);
+                Ok(None)
+            }
+            Ok(Message::StatementConflict(proof)) => {
+                // Checked here: a seed cannot void an honest relay's vote
+                // with a forged proof.
+                if proof.is_valid() && self.proofs.len() < MAX_SERVED_PROOFS && !self.proofs.contains(&*proof) {
+                    self.proofs.push(*proof);
+                }
+                Ok(None)
+            }
+            Ok(Message::Unavailable { newest }) => Err(ClientError::Directory(format!(
+                "the seed serves no snapshot of epoch {} (newest served: {newest})",
+                epoch.0
+            ))),
+            _ => Err(ClientError::Directory("unexpected directory message".into())),
         }
     }
 }

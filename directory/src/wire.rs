@@ -122,7 +122,7 @@ pub enum Message {
     Statement(EpochStatement),
     /// A proof that one relay signed two different statements for one
     /// epoch (gossiped between relays, served to clients; spec §13.8).
-    StatementConflict(StatementConflict),
+    StatementConflict(Box<StatementConflict>),
 }
 
 /// `InSync`: the answer to a cut `DigestRequest` whose root matched.
@@ -261,7 +261,7 @@ impl Message {
             T_STATEMENT_CONFLICT => {
                 let first = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
                 let second = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
-                Self::StatementConflict(StatementConflict { first, second })
+                Self::StatementConflict(Box::new(StatementConflict { first, second }))
             }
             other => return Err(WireError::UnknownType(other)),
         };

@@ -50,7 +50,7 @@ fn descriptor(identity: &IdentityKeypair, sequence: u64, bandwidth: u32) -> Mess
         expires: now + 3600,
         bandwidth_kbps: bandwidth,
         exit: ExitSummary::NotExit,
-        addresses: vec!["127.220.0.1:9".parse().unwrap()],
+        addresses: vec!["127.220.0.1:9".parse().expect("address")],
         family: vec![],
     };
     let nonce = pow::solve(&identity.relay_id(), TESTNET_POW_BITS, 0).expect("work");
@@ -159,8 +159,8 @@ async fn conflicting_statements_void_the_liars_vote() {
 
 /// Forward every connection to `listen` to `target` until aborted.
 async fn forwarder(listen: SocketAddr, target: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind(listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind(listen).await.expect("bind");
+    let addr = listener.local_addr().expect("bound");
     let task = tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
             tokio::spawn(async move {

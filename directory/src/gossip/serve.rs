@@ -89,7 +89,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         if let Some(first) = chunks.first().filter(|c| c.index == 0) {
             let epoch = first.epoch;
             for proof in self.served_proofs() {
-                self.enqueue(from, Message::StatementConflict(proof));
+                self.enqueue(from, Message::StatementConflict(Box::new(proof)));
             }
             if let Some(statement) = self.statement(epoch) {
                 self.enqueue(from, Message::Statement(statement));

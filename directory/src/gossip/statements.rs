@@ -50,14 +50,14 @@ pub(crate) struct StatementBook {
 }
 
 /// What offering a statement to the book did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Offered {
     /// New: kept; forward it.
     New,
     /// Already held, or its relay is already proven: nothing to do.
     Known,
     /// It conflicts with the held one: a new proof, kept; forward it.
-    Conflict(StatementConflict),
+    Conflict(Box<StatementConflict>),
 }
 
 impl StatementBook {
@@ -71,7 +71,7 @@ impl StatementBook {
             Some(held) => match StatementConflict::of(held, &s) {
                 Some(proof) => {
                     self.add_conflict(proof);
-                    Offered::Conflict(proof)
+                    Offered::Conflict(Box::new(proof))
                 }
                 // Same content, another signature encoding: not news.
                 None => Offered::Known,
@@ -173,12 +173,12 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
 
     /// A `StatementConflict` from a relay peer: check it, keep it if new,
     /// forward it.
-    pub(super) fn handle_statement_conflict(&mut self, from: PeerId, proof: StatementConflict) {
+    pub(super) fn handle_statement_conflict(&mut self, from: PeerId, proof: Box<StatementConflict>) {
         if !proof.is_valid() {
             self.stats.bad_statements += 1;
             return;
         }
-        if self.statements.add_conflict(proof) {
+        if self.statements.add_conflict(*proof) {
             self.stats.statement_conflicts += 1;
             self.fan_out(Message::StatementConflict(proof), Some(from));
         }
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(book.offer(a), Offered::Known);
         let Offered::Conflict(proof) = book.offer(b) else { panic!("no proof") };
         assert!(proof.is_valid());
-        assert!(!book.add_conflict(proof), "one proof per relay");
+        assert!(!book.add_conflict(*proof), "one proof per relay");
         let later = EpochStatement::sign(&identity(1), Epoch(8), [2; 32], 3, [1; 32]);
         assert_eq!(book.offer(later), Offered::Known, "a proven liar's statements are not kept");
         let other = EpochStatement::sign(&identity(2), Epoch(6), [2; 32], 3, [1; 32]);
@@ -223,6 +223,20 @@ mod tests {
         book.expire(Epoch(7));
         assert!(!book.held.contains_key(&(Epoch(6), identity(2).relay_id())));
         assert!(book.held.contains_key(&(Epoch(7), identity(1).relay_id())));
+    }
+
+    /// A proof travels as `StatementConflict` (0x10) and decodes to itself;
+    /// a truncated one is refused.
+    #[test]
+    fn proof_on_the_wire() {
+        let first = EpochStatement::sign(&identity(3), Epoch(9), [1; 32], 3, [0; 32]);
+        let second = EpochStatement::sign(&identity(3), Epoch(9), [2; 32], 3, [0; 32]);
+        let msg = Message::StatementConflict(Box::new(StatementConflict { first, second }));
+        let bytes = msg.to_vec().expect("encode");
+        assert_eq!(bytes.len(), msg.encoded_len());
+        assert_eq!(bytes[0], 0x10);
+        assert_eq!(Message::decode(&bytes), Ok(msg));
+        assert!(Message::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
     /// The proof map never holds more than [`MAX_CONFLICTS`] proofs.

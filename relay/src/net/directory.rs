@@ -320,7 +320,7 @@ impl DirectoryTask {
             let proofs = if first { self.engine.served_proofs() } else { Vec::new() };
             proofs
                 .into_iter()
-                .map(Message::StatementConflict)
+                .map(|p| Message::StatementConflict(Box::new(p)))
                 .chain(statement.map(Message::Statement))
                 .chain(chunks.into_iter().map(Message::SnapshotChunk))
                 .collect()
