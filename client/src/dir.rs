@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_crypto::keys::RelayId;
+use lamina_directory::gossip::MAX_SERVED_PROOFS;
 use lamina_directory::statement::{ChainHead, Continuity, EpochStatement, StatementConflict};
 use lamina_directory::wire::{SnapshotRequest, MAX_REQUEST_CHUNKS};
 use lamina_directory::{Epoch, ExitSummary, Message, NetBlock, Seed, SnapshotAssembler, VerifiedSnapshot};
@@ -73,6 +74,10 @@ pub struct Fetched {
     /// The seed's statement, checked: signed by `id`, same epoch, root and
     /// count as `snapshot`.
     pub statement: Option<EpochStatement>,
+    /// Checked proofs the seed relayed that some relay signed two different
+    /// statements for one epoch (spec §13.8; at most
+    /// [`lamina_directory::gossip::MAX_SERVED_PROOFS`]).
+    pub proofs: Vec<StatementConflict>,
 }
 
 /// Relate a freshly accepted directory to the chain head held, logging a
@@ -210,13 +215,29 @@ pub async fn fetch_from(
 
 /// As [`fetch_from`], with the seed's checked statement.
 pub async fn fetch_signed(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetched, ClientError> {
-    tokio::time::timeout(params.timeout, fetch_inner(seed, epoch, params))
+    fetch_skewed(seed, epoch, params, 0).await
+}
+
+/// As [`fetch_signed`], judging validity windows by the wall clock moved
+/// by `skew_s` seconds (tests of a client whose clock is off).
+async fn fetch_skewed(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -> Result<Fetched, ClientError> {
+    tokio::time::timeout(params.timeout, fetch_inner(seed, epoch, params, skew_s))
         .await
         .map_err(|_| ClientError::Timeout("directory fetch"))?
 }
 
+/// The wall clock moved by `skew_s` seconds.
+fn skewed_now(skew_s: i64) -> u64 {
+    let now = unix_now();
+    if skew_s >= 0 {
+        now.saturating_add(skew_s.unsigned_abs())
+    } else {
+        now.saturating_sub(skew_s.unsigned_abs())
+    }
+}
+
 /// The fetch without its time-out.
-async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetched, ClientError> {
+async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams, skew_s: i64) -> Result<Fetched, ClientError> {
     let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|_| ClientError::Internal("rng"))?;
     let mut socket = TcpStream::connect(seed.addr).await?;
     socket.set_nodelay(true)?;
@@ -230,7 +251,7 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetc
     let mut reassembler = Reassembler::new();
     let mut next_start: u16 = 0;
     let mut received: u16 = 0;
-    let mut statement: Option<EpochStatement> = None;
+    let mut side = SideMessages::default();
     loop {
         if received == next_start {
             let req =
@@ -250,40 +271,24 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetc
             let Some(message) = reassembler.push(cell).map_err(|e| ClientError::Directory(e.to_string()))? else {
                 continue;
             };
-            let chunk = match Message::decode(&message) {
-                Ok(Message::SnapshotChunk(chunk)) => chunk,
-                Ok(Message::Statement(s)) => {
-                    if s.relay != seed_id || !s.verify() {
-                        return Err(ClientError::Directory("the statement is not signed by the seed".into()));
-                    }
-                    statement = Some(s);
-                    continue;
-                }
-                Ok(Message::Unavailable { newest }) => {
-                    return Err(ClientError::Directory(format!(
-                        "the seed serves no snapshot of epoch {} (newest served: {newest})",
-                        epoch.0
-                    )))
-                }
-                _ => return Err(ClientError::Directory("unexpected directory message".into())),
-            };
+            let Some(chunk) = side.take(Message::decode(&message), seed_id, epoch)? else { continue };
             received = received.saturating_add(1);
             if let Some(snapshot) = assembler.add(&chunk).map_err(|e| ClientError::Directory(e.to_string()))? {
                 let (verified, dropped) = snapshot
-                    .verify_served(unix_now(), params.pow_bits)
+                    .verify_served(skewed_now(skew_s), params.pow_bits)
                     .map_err(|e| ClientError::Directory(format!("snapshot does not verify: {e}")))?;
                 let served = verified.descriptors.len() + dropped.len();
                 for (index, error) in dropped {
                     warn!(index, %error, "descriptor in the snapshot does not verify here; not used");
                 }
-                if statement.is_some_and(|s| {
+                if side.statement.is_some_and(|s| {
                     (s.epoch, s.root, usize::try_from(s.count).ok()) != (verified.epoch, verified.root, Some(served))
                 }) {
                     return Err(ClientError::Directory(
                         "the seed's signed statement does not match its snapshot".into(),
                     ));
                 }
-                return Ok(Fetched { id: seed_id, snapshot: verified, statement });
+                return Ok(Fetched { id: seed_id, snapshot: verified, statement: side.statement, proofs: side.proofs });
             }
         }
         if buf.capacity() - buf.len() < MAX_BATCH_CELLS * CELL_LEN {
@@ -291,6 +296,49 @@ async fn fetch_inner(seed: Seed, epoch: Epoch, params: DirParams) -> Result<Fetc
         }
         if socket.read_buf(&mut buf).await? == 0 {
             return Err(ClientError::LinkClosed);
+        }
+    }
+}
+
+/// What a seed sends besides the chunks: its statement and proofs.
+#[derive(Debug, Default)]
+struct SideMessages {
+    /// The seed's statement (checked: signed by the seed).
+    statement: Option<EpochStatement>,
+    /// Checked proofs against lying relays (spec §13.8), bounded.
+    proofs: Vec<StatementConflict>,
+}
+
+impl SideMessages {
+    /// Keep a statement or proof; return a chunk; refuse anything else.
+    fn take(
+        &mut self,
+        decoded: Result<Message, lamina_directory::WireError>,
+        seed_id: RelayId,
+        epoch: Epoch,
+    ) -> Result<Option<lamina_directory::wire::SnapshotChunk>, ClientError> {
+        match decoded {
+            Ok(Message::SnapshotChunk(chunk)) => Ok(Some(chunk)),
+            Ok(Message::Statement(s)) => {
+                if s.relay != seed_id || !s.verify() {
+                    return Err(ClientError::Directory("the statement is not signed by the seed".into()));
+                }
+                self.statement = Some(s);
+                Ok(None)
+            }
+            Ok(Message::StatementConflict(proof)) => {
+                // Checked here: a seed cannot void an honest relay's vote
+                // with a forged proof.
+                if proof.is_valid() && self.proofs.len() < MAX_SERVED_PROOFS && !self.proofs.contains(&*proof) {
+                    self.proofs.push(*proof);
+                }
+                Ok(None)
+            }
+            Ok(Message::Unavailable { newest }) => Err(ClientError::Directory(format!(
+                "the seed serves no snapshot of epoch {} (newest served: {newest})",
+                epoch.0
+            ))),
+            _ => Err(ClientError::Directory("unexpected directory message".into())),
         }
     }
 }
@@ -307,13 +355,19 @@ pub async fn bootstrap(seeds: &[SocketAddr], params: DirParams) -> Result<Direct
 /// serve (spec §13.4). Unpinned seeds are logged as unauthenticated;
 /// disagreements are logged with the seed that disagreed.
 pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Directory, ClientError> {
+    bootstrap_seeds_skewed(seeds, params, 0).await
+}
+
+/// As [`bootstrap_seeds`], for a client whose wall clock is `skew_s`
+/// seconds off (descriptor validity is judged by that clock; spec §13.5).
+pub async fn bootstrap_seeds_skewed(seeds: &[Seed], params: DirParams, skew_s: i64) -> Result<Directory, ClientError> {
     if seeds.is_empty() {
         return Err(ClientError::Directory("no seeds".into()));
     }
     for seed in seeds.iter().filter(|s| s.id.is_none()) {
         tracing::debug!(seed = %seed.addr, "seed is not pinned: its identity is not authenticated");
     }
-    let mut results = fetch_all(seeds, Epoch(0), params).await;
+    let mut results = fetch_all(seeds, Epoch(0), params, skew_s).await;
     let epochs: Vec<Epoch> = results.iter().filter_map(|r| r.outcome.as_ref().ok().map(|f| f.snapshot.epoch)).collect();
     if let (Some(lo), Some(hi)) = (epochs.iter().min().copied(), epochs.iter().max().copied()) {
         if lo != hi {
@@ -322,7 +376,7 @@ pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Direct
                 .filter(|r| r.outcome.as_ref().is_ok_and(|f| f.snapshot.epoch != lo))
                 .map(|r| r.seed)
                 .collect();
-            let again = fetch_all(&newer, lo, params).await;
+            let again = fetch_all(&newer, lo, params, skew_s).await;
             for answer in again {
                 if let Some(slot) = results.iter_mut().find(|r| r.seed == answer.seed) {
                     *slot = answer;
@@ -334,8 +388,8 @@ pub async fn bootstrap_seeds(seeds: &[Seed], params: DirParams) -> Result<Direct
 }
 
 /// Fetch `epoch` from every seed concurrently.
-async fn fetch_all(seeds: &[Seed], epoch: Epoch, params: DirParams) -> Vec<SeedAnswer> {
-    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_signed(*seed, epoch, params))).collect();
+async fn fetch_all(seeds: &[Seed], epoch: Epoch, params: DirParams, skew_s: i64) -> Vec<SeedAnswer> {
+    let fetches: Vec<_> = seeds.iter().map(|seed| tokio::spawn(fetch_skewed(*seed, epoch, params, skew_s))).collect();
     let mut results = Vec::with_capacity(seeds.len());
     for (seed, task) in seeds.iter().zip(fetches) {
         let outcome = match task.await {
@@ -365,17 +419,29 @@ enum Voter {
     Addr(SocketAddr),
 }
 
-/// Proofs that a relay signed two different statements for one epoch,
-/// among the answers (the same relay reached at several addresses).
+/// Proofs that a relay signed two different statements for one epoch:
+/// found among the answers (the same relay reached at several addresses)
+/// or relayed by any seed from the relays' gossip (spec §13.8), one per
+/// relay.
 fn statement_conflicts(results: &[SeedAnswer]) -> Vec<StatementConflict> {
     let statements: Vec<EpochStatement> =
         results.iter().filter_map(|r| r.outcome.as_ref().ok().and_then(|f| f.statement)).collect();
-    let mut out = Vec::new();
+    let mut out: Vec<StatementConflict> = Vec::new();
     for (i, a) in statements.iter().enumerate() {
         for b in statements.iter().skip(i + 1) {
             if let Some(proof) = StatementConflict::of(a, b) {
-                warn!(relay = %a.relay.to_hex(), epoch = a.epoch.0, "a seed signed two different statements for one epoch: proof kept, its votes ignored");
-                out.push(proof);
+                if out.iter().all(|p| p.first.relay != a.relay) {
+                    warn!(relay = %a.relay.to_hex(), epoch = a.epoch.0, "a seed signed two different statements for one epoch: proof kept, its votes ignored");
+                    out.push(proof);
+                }
+            }
+        }
+    }
+    for (seed, fetched) in results.iter().filter_map(|r| r.outcome.as_ref().ok().map(|f| (r.seed.addr, f))) {
+        for proof in &fetched.proofs {
+            if out.iter().all(|p| p.first.relay != proof.first.relay) {
+                warn!(%seed, relay = %proof.first.relay.to_hex(), epoch = proof.first.epoch.0, "seed relayed a proof that a relay signed two statements for one epoch: its votes ignored");
+                out.push(*proof);
             }
         }
     }
@@ -464,7 +530,7 @@ mod tests {
     /// An answer from `addr` proving relay `id`, serving `root`.
     fn answer(id: u8, addr: &str, root: u8) -> SeedAnswer {
         let snapshot = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
-        let fetched = Fetched { id: RelayId([id; 32]), snapshot, statement: None };
+        let fetched = Fetched { id: RelayId([id; 32]), snapshot, statement: None, proofs: Vec::new() };
         SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok(fetched) }
     }
 
@@ -473,7 +539,7 @@ mod tests {
         let identity = lamina_crypto::keys::IdentityKeypair::from_secret_bytes(&[seed; 32]);
         let snapshot = VerifiedSnapshot { epoch: Epoch(1), root: [root; 32], descriptors: Vec::new() };
         let statement = EpochStatement::sign(&identity, Epoch(1), [root; 32], 0, [0; 32]);
-        let fetched = Fetched { id: identity.relay_id(), snapshot, statement: Some(statement) };
+        let fetched = Fetched { id: identity.relay_id(), snapshot, statement: Some(statement), proofs: Vec::new() };
         SeedAnswer { seed: Seed::unpinned(addr.parse().unwrap()), outcome: Ok(fetched) }
     }
 

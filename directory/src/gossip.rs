@@ -46,6 +46,7 @@ mod peers;
 mod rate;
 mod seen;
 mod serve;
+mod statements;
 mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +63,7 @@ use self::peers::{PeerState, PeerTable};
 use self::rate::Limiter;
 use self::seen::SeenCache;
 use self::serve::SnapshotFetch;
+pub use self::statements::{MAX_CONFLICTS, MAX_SERVED_PROOFS, MAX_STATEMENTS, STATEMENT_EPOCHS};
 pub use self::stats::{Rejections, Stats};
 use crate::cut::{CutEvidence, NoEvidence};
 use crate::descriptor::{Descriptor, DescriptorHash};
@@ -239,6 +241,8 @@ pub struct GossipEngine<R> {
     attest_pool: evidence::EvidenceSet,
     /// A snapshot download we started.
     snapshot_fetch: Option<SnapshotFetch>,
+    /// Other relays' epoch statements and proven conflicts (spec §13.8).
+    statements: statements::StatementBook,
     /// Deadlines.
     timers: Timers,
     /// Counters.
@@ -274,6 +278,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             evidence: Box::new(NoEvidence),
             attest_pool: evidence::EvidenceSet::new(wire::LIVE, evidence::EVIDENCE_CAPACITY),
             snapshot_fetch: None,
+            statements: statements::StatementBook::default(),
             timers,
             stats: Stats::default(),
         };
@@ -478,8 +483,8 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             Message::SnapshotChunk(chunk) => self.handle_snapshot_chunk(now, from, chunk),
             Message::InSync(sync) => self.handle_in_sync(now, from, sync),
             Message::Attestations(batch) => self.handle_attestations(now, from, batch),
-            // Statements are checked by clients; relays do not gossip them yet.
-            Message::Statement(_) => {}
+            Message::Statement(s) => self.handle_statement(now, from, s),
+            Message::StatementConflict(proof) => self.handle_statement_conflict(from, proof),
             Message::Unavailable { .. } => {
                 if self.snapshot_fetch.as_ref().is_some_and(|f| f.peer == from) {
                     self.snapshot_fetch = None;

@@ -12,8 +12,9 @@
 //! directories for the same epoch. A client keeps the [`ChainHead`] it
 //! accepted and checks that the next statement continues it.
 //!
-//! This module is the format and its checks; serving statements with
-//! snapshots and gossiping them is not wired yet (spec §13 "Not built yet").
+//! This module is the format and its checks; statements are served with
+//! snapshots (spec §13.7) and gossiped between relays, with their conflicts,
+//! by [`crate::gossip`] (spec §13.8).
 
 use lamina_crypto::keys::{IdentityKeypair, RelayId, Signature, KEY_LEN, SIGNATURE_LEN};
 use lamina_crypto::sign::{sign_with_context, verify_with_context};

@@ -26,6 +26,8 @@
 //!                      before the first chunk of a served snapshot
 //! 0x20 Attestations    scope u64 | n u8 (1..=64)
 //!                      | n x (len u8 (<= 196) | attestation) (spec §14.2)
+//! 0x10 StatementConflict  statement [172] | statement [172]: one relay's
+//!                      two different statements for one epoch (spec §13.8)
 //! ```
 //!
 //! `scope` names the set an anti-entropy exchange reconciles: [`LIVE`]
@@ -48,7 +50,7 @@ use crate::attest::{Attestation, MAX_ATTESTATION_LEN};
 use crate::descriptor::{Descriptor, DescriptorHash, MAX_DESCRIPTOR_LEN};
 use crate::error::WireError;
 use crate::snapshot::Epoch;
-use crate::statement::{EpochStatement, STATEMENT_LEN};
+use crate::statement::{EpochStatement, StatementConflict, STATEMENT_LEN};
 use crate::store::merkle::{BucketHash, BUCKETS, BUCKET_HASH_LEN};
 use crate::verify::Unverified;
 
@@ -89,6 +91,9 @@ const T_STATEMENT: u8 = 0x0a;
 const T_ATTESTATIONS: u8 = 0x20;
 /// Most attestations in one [`AttestationBatch`].
 pub const MAX_BATCH_ATTESTATIONS: usize = 64;
+/// Type byte of [`Message::StatementConflict`] (0x10: 0x0b.. are left to
+/// other message families).
+const T_STATEMENT_CONFLICT: u8 = 0x10;
 /// Length of an encoded digest entry.
 const ENTRY_LEN: usize = KEY_LEN + 8 + 32;
 
@@ -122,6 +127,9 @@ pub enum Message {
     },
     /// The serving relay's signed statement about the snapshot that follows.
     Statement(EpochStatement),
+    /// A proof that one relay signed two different statements for one
+    /// epoch (gossiped between relays, served to clients; spec §13.8).
+    StatementConflict(Box<StatementConflict>),
     /// Signed reachability attestations (spec §14.2), parsed, not verified.
     Attestations(AttestationBatch),
 }
@@ -270,6 +278,11 @@ impl Message {
                 Self::Statement(EpochStatement::decode(bytes)?)
             }
             T_ATTESTATIONS => Self::Attestations(decode_attestations(&mut r)?),
+            T_STATEMENT_CONFLICT => {
+                let first = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
+                let second = EpochStatement::decode(r.bytes(STATEMENT_LEN).map_err(wire_err)?)?;
+                Self::StatementConflict(Box::new(StatementConflict { first, second }))
+            }
             other => return Err(WireError::UnknownType(other)),
         };
         if r.remaining() != 0 {
@@ -301,6 +314,7 @@ impl Message {
             Self::Unavailable { .. } => 8,
             Self::Statement(_) => STATEMENT_LEN,
             Self::Attestations(b) => 8 + 1 + b.attestations.iter().map(|a| 1 + a.encoded_len()).sum::<usize>(),
+            Self::StatementConflict(_) => 2 * STATEMENT_LEN,
         }
     }
 
@@ -318,6 +332,7 @@ impl Message {
             Self::Unavailable { .. } => "unavailable",
             Self::Statement(_) => "statement",
             Self::Attestations(_) => "attestations",
+            Self::StatementConflict(_) => "statement-conflict",
         }
     }
 }
@@ -386,6 +401,11 @@ impl Encode for Message {
                 w.put_bytes(&s.encode());
             }
             Self::Attestations(b) => encode_attestations(w, b)?,
+            Self::StatementConflict(c) => {
+                w.put_u8(T_STATEMENT_CONFLICT);
+                w.put_bytes(&c.first.encode());
+                w.put_bytes(&c.second.encode());
+            }
         }
         Ok(())
     }

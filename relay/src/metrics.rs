@@ -72,6 +72,10 @@ pub struct Metrics {
     pub streams_failed: Counter,
     /// Relays in the directory.
     pub directory_relays: Counter,
+    /// Identities proven equivocating (descriptor pairs, spec §13.3).
+    pub directory_equivocations: Counter,
+    /// Relays proven to have signed two statements for one epoch (§13.8).
+    pub directory_statement_conflicts: Counter,
     /// EXTENDs refused by the directory, self or address checks (spec §15.3).
     pub extends_refused: Counter,
     /// Anonymous links closed after their idle time-out (spec §15.5).
@@ -81,7 +85,7 @@ pub struct Metrics {
 impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &Counter); 18] = [
+        let rows: [(&str, &str, &str, &Counter); 20] = [
             ("lamina_links_open", "gauge", "Links open now", &self.links_open),
             ("lamina_handshakes_total", "counter", "Link handshakes completed", &self.handshakes_ok),
             ("lamina_handshakes_failed_total", "counter", "Link handshakes failed", &self.handshakes_failed),
@@ -118,6 +122,18 @@ impl Metrics {
             ),
             ("lamina_exit_streams_failed_total", "counter", "Exit streams that failed", &self.streams_failed),
             ("lamina_directory_relays", "gauge", "Relays in the directory", &self.directory_relays),
+            (
+                "lamina_directory_equivocations_total",
+                "counter",
+                "Identities proven equivocating",
+                &self.directory_equivocations,
+            ),
+            (
+                "lamina_directory_statement_conflicts_total",
+                "counter",
+                "Relays proven to have signed two statements for one epoch",
+                &self.directory_statement_conflicts,
+            ),
             ("lamina_extends_refused_total", "counter", "EXTENDs refused before dialling", &self.extends_refused),
             ("lamina_links_idle_closed_total", "counter", "Idle anonymous links closed", &self.links_idle_closed),
         ];

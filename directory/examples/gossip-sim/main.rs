@@ -5,7 +5,12 @@
 //! cargo run --release -p lamina-directory --example gossip-sim -- \
 //!     --nodes N [--drop-fraction F] [--seed S] [--difficulty D] [--steady-secs W] [--fanout K]
 //!     [--latency geo|uniform]
+//!     [--epochs K [--epoch-len S] [--equivocators E] [--clients C]]
 //! ```
+//!
+//! With `--epochs K` the epoch scenario of `epochs.rs` runs instead of
+//! phases 2–4 (cuts, statements, churn, equivocators, 3-seed clients); its
+//! last line is `nodes=N root_agreement=A client_bootstrap=B ...`.
 //!
 //! Scenario:
 //!
@@ -30,6 +35,7 @@
 //! The last line is exactly
 //! `nodes=N hops_to_99=H rounds_to_100=R bytes_per_relay_per_s=B`.
 
+mod epochs;
 mod sim;
 
 use std::error::Error;
@@ -55,10 +61,18 @@ struct Params {
     fanout: Option<usize>,
     /// Link latency model.
     latency: Latency,
+    /// Epochs of the epoch scenario (`None`: the default scenario).
+    epochs: Option<u64>,
+    /// Epoch length of the epoch scenario (s).
+    epoch_len_s: u64,
+    /// Equivocating identities of the epoch scenario.
+    equivocators: usize,
+    /// Simulated clients of the epoch scenario.
+    clients: usize,
 }
 
 /// Usage text.
-const USAGE: &str = "usage: gossip-sim --nodes N [--drop-fraction F] [--seed S] [--difficulty D] [--steady-secs W] [--fanout K] [--latency geo|uniform]";
+const USAGE: &str = "usage: gossip-sim --nodes N [--drop-fraction F] [--seed S] [--difficulty D] [--steady-secs W] [--fanout K] [--latency geo|uniform] [--epochs K [--epoch-len S] [--equivocators E] [--clients C]]";
 
 impl Params {
     /// Parse `--flag value` pairs by hand (no clap in this crate).
@@ -71,6 +85,10 @@ impl Params {
             steady_secs: 600,
             fanout: None,
             latency: Latency::Geo,
+            epochs: None,
+            epoch_len_s: 600,
+            equivocators: 10,
+            clients: 1000,
         };
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -84,6 +102,10 @@ impl Params {
                 "--difficulty" => p.difficulty = value.parse()?,
                 "--steady-secs" => p.steady_secs = value.parse()?,
                 "--fanout" => p.fanout = Some(value.parse()?),
+                "--epochs" => p.epochs = Some(value.parse()?),
+                "--epoch-len" => p.epoch_len_s = value.parse()?,
+                "--equivocators" => p.equivocators = value.parse()?,
+                "--clients" => p.clients = value.parse()?,
                 "--latency" => {
                     p.latency = match value.as_str() {
                         "geo" => Latency::Geo,
@@ -103,7 +125,7 @@ impl Params {
 
 /// Print one line of the report (a CLI example's output).
 #[allow(clippy::print_stdout)]
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     println!("{line}");
 }
 
@@ -128,7 +150,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         p.fanout.map_or_else(|| "default".to_string(), |f| f.to_string()),
         p.latency
     ));
-    let mut sim = Sim::new(p.nodes, p.seed, p.difficulty, p.fanout, p.latency, &mut rng)?;
+    let joiners = if p.epochs.is_some() { p.nodes / 100 } else { 0 };
+    let epochs = p.epochs.map(|_| p.epoch_len_s);
+    let mut sim = Sim::new(p.nodes, p.seed, p.difficulty, p.fanout, p.latency, epochs, joiners, &mut rng)?;
     say(&format!(
         "bootstrap: {} relays, directory imported by all ({:.1} s wall)",
         sim.len(),
@@ -155,6 +179,30 @@ fn main() -> Result<(), Box<dyn Error>> {
         started.elapsed().as_secs_f64()
     ));
 
+    if let Some(k) = p.epochs {
+        let run = epochs::EpochRun {
+            epochs: k,
+            epoch_len_s: p.epoch_len_s,
+            equivocators: p.equivocators,
+            clients: p.clients,
+            drop_fraction: p.drop_fraction,
+            joiners,
+        };
+        let f = epochs::run(&mut sim, &run, &mut rng)?;
+        say(&format!(
+            "epochs: {} measured; worst coverage {:.4}; equivocators banned by every honest live relay {}/{} ({:.1} s wall)",
+            f.measured,
+            f.coverage,
+            f.banned_everywhere,
+            p.equivocators,
+            started.elapsed().as_secs_f64()
+        ));
+        say(&format!(
+            "nodes={} root_agreement={:.4} client_bootstrap={:.4} client_bootstrap_any={:.4} bytes_per_relay_per_s={:.0}",
+            p.nodes, f.root_agreement, f.client_bootstrap, f.client_bootstrap_any, f.bytes_per_relay_per_s
+        ));
+        return Ok(());
+    }
     let bytes_per_relay = steady_state(&mut sim, &p);
     say(&format!("steady: {bytes_per_relay:.1} bytes/relay/s ({:.1} s wall)", started.elapsed().as_secs_f64()));
 

@@ -17,6 +17,9 @@ use std::error::Error;
 
 use lamina_crypto::keys::{IdentityKeypair, LinkPublicKey, OnionPublicKey, RelayId};
 use lamina_directory::descriptor::pow;
+use lamina_directory::snapshot::Epoch;
+use lamina_directory::statement::EpochStatement;
+use lamina_directory::wire::Push;
 use lamina_directory::{
     ConnectPurpose, Descriptor, DescriptorFields, DescriptorHash, Direction, Event, ExitSummary, GossipConfig,
     GossipEngine, Message, Now, PeerId, PowNonce, StoreConfig, Unverified,
@@ -170,19 +173,27 @@ impl Sim {
     /// Build `n` relays with descriptors published at random times in the
     /// last 8 hours (so republishing is spread evenly), and give every
     /// engine the whole directory, as a relay gets it from a seed snapshot.
+    ///
+    /// With `epochs = Some(len)` every engine cuts, reconciles, freezes and
+    /// signs epochs of `len` seconds (spec §13); the last `joiners` nodes
+    /// are offline and unknown until [`Sim::join`].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         n: usize,
         seed: u64,
         difficulty: u8,
         fanout: Option<usize>,
         latency: Latency,
+        epochs: Option<u64>,
+        joiners: usize,
         rng: &mut ChaCha20Rng,
     ) -> Result<Self, Box<dyn Error>> {
         let defaults = GossipConfig::default();
         let config = GossipConfig {
             push_fanout: fanout.unwrap_or(defaults.push_fanout),
             pow_difficulty: difficulty,
-            serve_snapshots: false,
+            serve_snapshots: epochs.is_some(),
+            epoch_len_s: epochs.unwrap_or(defaults.epoch_len_s),
             store: StoreConfig { capacity: n.max(10_000), ..StoreConfig::default() },
             ..defaults
         };
@@ -195,10 +206,13 @@ impl Sim {
             let published = T0 - rng.next_u64() % (LIFETIME_S / 3);
             let peer = PeerId { relay: identity.relay_id(), addr: address(i)? };
             let fields = fields_for(&peer, keys, 1, published);
-            descriptors.push(Descriptor::sign(&identity, fields, nonce, difficulty)?);
+            let joiner = i + joiners >= n;
+            if !joiner {
+                descriptors.push(Descriptor::sign(&identity, fields, nonce, difficulty)?);
+            }
             let engine =
                 GossipEngine::new(peer.relay, config.clone(), ChaCha20Rng::seed_from_u64(rng.next_u64()), now(0))?;
-            nodes.push(Node { engine, identity, peer, nonce, keys, sequence: 1, dropper: false });
+            nodes.push(Node { engine, identity, peer, nonce, keys, sequence: 1, dropper: joiner });
         }
         descriptors.sort_by_key(Unverified::claimed_id);
         let unit = |rng: &mut ChaCha20Rng| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -231,6 +245,10 @@ impl Sim {
             descriptors.iter().map(|d| (d.claimed_id(), d.as_bytes().to_vec())).collect();
         for i in 0..self.nodes.len() {
             let node = &mut self.nodes[i];
+            if node.dropper {
+                // A joiner: offline and unknown until `join`.
+                continue;
+            }
             node.engine.import(now(0), descriptors.iter().cloned());
             let bytes = own.get(&node.peer.relay).ok_or("own descriptor missing")?;
             node.engine.publish_own(now(0), bytes)?;
@@ -284,6 +302,80 @@ impl Sim {
     /// Sum of a statistic over all engines.
     pub(crate) fn total(&self, f: impl Fn(&lamina_directory::Stats) -> u64) -> u64 {
         self.nodes.iter().map(|n| f(n.engine.stats())).sum()
+    }
+
+    /// Node `i` leaves (stops answering and running timers) or, with
+    /// `down = false`, comes back with its state and republishes.
+    pub(crate) fn set_down(&mut self, i: usize, down: bool) -> Result<(), Box<dyn Error>> {
+        self.nodes[i].dropper = down;
+        if !down {
+            self.republish(i)?;
+        }
+        Ok(())
+    }
+
+    /// Node `i` signs and publishes a fresh descriptor now.
+    pub(crate) fn republish(&mut self, i: usize) -> Result<(), Box<dyn Error>> {
+        let bytes = self.next_descriptor(i)?;
+        let now = self.now();
+        self.nodes[i].engine.publish_own(now, &bytes)?;
+        self.sync(i);
+        Ok(())
+    }
+
+    /// Joiner `i` comes online: it takes the directory of relay `from`
+    /// (as a snapshot from a seed), publishes its descriptor and dials.
+    pub(crate) fn join(&mut self, i: usize, from: usize) -> Result<(), Box<dyn Error>> {
+        let known: Vec<Unverified<Descriptor>> =
+            self.nodes[from].engine.store().iter().map(lamina_directory::Verified::to_unverified).collect();
+        let now = self.now();
+        self.nodes[i].dropper = false;
+        self.nodes[i].engine.import(now, known);
+        self.republish(i)
+    }
+
+    /// A fresh identity (not a node) signs two descriptors with one
+    /// sequence; each is pushed into `per_side` random live nodes of one
+    /// half, as if from one of their peers.
+    pub(crate) fn equivocate(&mut self, per_side: usize, rng: &mut ChaCha20Rng) -> Result<RelayId, Box<dyn Error>> {
+        let identity = IdentityKeypair::generate(rng);
+        let difficulty = self.config.pow_difficulty;
+        let nonce = pow::solve(&identity.relay_id(), difficulty, rng.next_u64())?;
+        let keys = (OnionPublicKey(random32(rng)), LinkPublicKey(random32(rng)));
+        let b = u8::try_from(rng.next_u64() % 256)?;
+        let peer = PeerId { relay: identity.relay_id(), addr: std::net::SocketAddr::from(([250, b, 0, 1], 443)) };
+        let published = self.now().unix_s.saturating_sub(1);
+        let mut two = Vec::new();
+        for bandwidth in [1_000, 2_000] {
+            let mut fields = fields_for(&peer, keys, 7, published);
+            fields.bandwidth_kbps = bandwidth;
+            two.push(Descriptor::sign(&identity, fields, nonce, difficulty)?);
+        }
+        let n = self.nodes.len();
+        for (side, d) in two.into_iter().enumerate() {
+            for _ in 0..per_side {
+                // Side 0 pushes into the lower half, side 1 into the upper.
+                let i = usize::try_from(rng.next_u64() % (n as u64 / 2))? + side * (n / 2);
+                if self.nodes[i].dropper {
+                    continue;
+                }
+                let Some((from, _)) = self.nodes[i].engine.peers().next() else { continue };
+                let now = self.now();
+                self.nodes[i].engine.handle_message(now, from, Message::Push(Push { descriptors: vec![d.clone()] }));
+                self.sync(i);
+            }
+        }
+        Ok(identity.relay_id())
+    }
+
+    /// What node `i` serves for `epoch` (`None`: its newest frozen cut).
+    pub(crate) fn served(&self, i: usize, epoch: Option<Epoch>) -> Option<(Epoch, [u8; 32], usize)> {
+        self.nodes[i].engine.served(epoch)
+    }
+
+    /// Whether node `i` has banned `id` (with a proof).
+    pub(crate) fn banned(&self, i: usize, id: &RelayId) -> bool {
+        self.nodes[i].engine.store().is_banned(id)
     }
 
     /// Node `i` signs and publishes a new descriptor now; it becomes the
@@ -425,8 +517,10 @@ impl Sim {
                     self.nodes[j].engine.remove_peer(&me);
                 }
             }
-            // Simulated relays serve no snapshots, so never freeze a cut.
-            Event::SignStatement { .. } => {}
+            Event::SignStatement { epoch, root, count, previous_root } => {
+                let statement = EpochStatement::sign(&self.nodes[i].identity, epoch, root, count, previous_root);
+                self.nodes[i].engine.set_statement(statement);
+            }
             Event::RepublishDue => {
                 if let Ok(bytes) = self.next_descriptor(i) {
                     let now = self.now();

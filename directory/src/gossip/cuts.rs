@@ -164,6 +164,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         });
         if matches && statement.relay == own && statement.verify() {
             cut.statement = Some(statement);
+            self.gossip_own_statement(statement);
         }
     }
 

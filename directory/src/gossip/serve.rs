@@ -86,8 +86,14 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
             let newest = self.newest_served().map_or(0, |e| e.0);
             self.enqueue(from, Message::Unavailable { newest });
         }
-        if let Some(statement) = chunks.first().filter(|c| c.index == 0).and_then(|c| self.statement(c.epoch)) {
-            self.enqueue(from, Message::Statement(statement));
+        if let Some(first) = chunks.first().filter(|c| c.index == 0) {
+            let epoch = first.epoch;
+            for proof in self.served_proofs() {
+                self.enqueue(from, Message::StatementConflict(Box::new(proof)));
+            }
+            if let Some(statement) = self.statement(epoch) {
+                self.enqueue(from, Message::Statement(statement));
+            }
         }
         for chunk in chunks {
             self.enqueue(from, Message::SnapshotChunk(chunk));

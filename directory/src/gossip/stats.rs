@@ -124,4 +124,10 @@ pub struct Stats {
     pub attestations_rejected: u64,
     /// Descriptors a cut left out for want of attestations (at freeze).
     pub cut_unattested: u64,
+    /// Epoch statements kept and forwarded (ours included; spec §13.8).
+    pub statements_gossiped: u64,
+    /// Statement-conflict proofs learned (found here or received).
+    pub statement_conflicts: u64,
+    /// Statements and proofs dropped: bad signature, epoch not held.
+    pub bad_statements: u64,
 }

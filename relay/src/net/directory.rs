@@ -353,9 +353,14 @@ impl DirectoryTask {
         let messages: Vec<Message> = if chunks.is_empty() {
             vec![Message::Unavailable { newest }]
         } else {
-            statement
-                .map(Message::Statement)
+            // Proofs against lying relays first (spec §13.8), then our
+            // statement, then the chunks.
+            let first = chunks.first().is_some_and(|c| c.index == 0);
+            let proofs = if first { self.engine.served_proofs() } else { Vec::new() };
+            proofs
                 .into_iter()
+                .map(|p| Message::StatementConflict(Box::new(p)))
+                .chain(statement.map(Message::Statement))
                 .chain(chunks.into_iter().map(Message::SnapshotChunk))
                 .collect()
         };
@@ -402,6 +407,9 @@ impl DirectoryTask {
         }
         let known = self.engine.store().len();
         self.ctx.metrics.directory_relays.set(known as u64);
+        let stats = self.engine.stats();
+        self.ctx.metrics.directory_equivocations.set(stats.equivocations_proven);
+        self.ctx.metrics.directory_statement_conflicts.set(stats.statement_conflicts);
         // The link tasks check EXTENDs and relay privileges against this
         // view of the verified store (spec §15.3).
         let store = self.engine.store();
