@@ -258,7 +258,7 @@ impl Harness {
                 let stream = self.stream(stream);
                 let could = self.client.can_send(stream);
                 let data = vec![0x42; usize::from(len)];
-                match self.client.send_data(stream, &data) {
+                match self.client.send_data(stream, &data, fixture().1) {
                     Ok(n) => {
                         assert!(n <= data.len(), "send_data accepted more than it was given");
                         assert!(!could || data.is_empty() || n > 0, "can_send said yes, send_data took nothing");
@@ -272,7 +272,7 @@ impl Harness {
             }
             Op::Consumed { stream } => {
                 let stream = self.stream(stream);
-                let _ = self.client.stream_consumed(stream);
+                let _ = self.client.stream_consumed(stream, fixture().1);
             }
             Op::Timeout(secs) => {
                 let now = *start + Duration::from_secs(u64::from(secs));
@@ -342,7 +342,7 @@ impl Harness {
         if cell.command == CellCommand::Relay && !must_fail {
             self.last_backward = Some(cell.clone());
         }
-        let result = self.client.handle_cell(&mut self.rng, cell);
+        let result = self.client.handle_cell(&mut self.rng, cell, fixture().1);
         if result.is_err() {
             assert!(self.client.is_closed(), "an error closes the circuit: {result:?}");
         }
@@ -447,7 +447,7 @@ impl Harness {
                     assert!(!self.ended.contains(&stream), "event after StreamEnded");
                     if let ClientEvent::StreamData { data, .. } = &ev {
                         assert!(!data.is_empty());
-                        let _ = self.client.stream_consumed(stream);
+                        let _ = self.client.stream_consumed(stream, fixture().1);
                     }
                 }
                 ClientEvent::StreamEnded { stream, .. } => {
@@ -501,7 +501,7 @@ impl Harness {
             }
         };
         let was_closed = self.client.is_closed();
-        let result = self.client.handle_cell(&mut self.rng, cell);
+        let result = self.client.handle_cell(&mut self.rng, cell, fixture().1);
         assert!(result.is_ok() || was_closed, "a genuine handshake reply was rejected: {result:?}");
     }
 

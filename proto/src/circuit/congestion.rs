@@ -291,8 +291,12 @@ impl CongestionControl {
             // route change), so forget the old minimum (Tor's rtt_reset).
             self.min_rtt = self.current_rtt.or(self.ewma_rtt);
         }
-        if round_done || self.slow_start {
-            // Start the next period knowing only whether the window is full now.
+        if round_done {
+            // Start the next round knowing only whether the window is full
+            // now. Once per round, not per SENDME (Tor's
+            // `cwnd_full_per_cwnd`): SENDMEs read in one batch before the
+            // sender refills would otherwise grow slow start by one step
+            // per round instead of doubling it (found wiring it, spec §8.6).
             self.cwnd_full = self.inflight.saturating_add(p.sendme_inc) >= self.cwnd;
         }
     }
@@ -659,6 +663,40 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn slow_start_doubles_even_when_sendmes_arrive_in_one_batch() {
+        let mut cc = CongestionControl::new(VegasParams::default());
+        let mut now = t0();
+        let mut n = 0u64;
+        let mut windows = Vec::new();
+        for _ in 0..4 {
+            let mut tags = Vec::new();
+            while cc.can_send() {
+                n += 1;
+                cc.on_send(tag(n), now);
+                if n % 31 == 0 {
+                    tags.push(tag(n));
+                }
+            }
+            now += Duration::from_millis(100);
+            for t in &tags {
+                cc.on_sendme(t, now).unwrap();
+            }
+            windows.push(cc.cwnd());
+        }
+        // Without the per-round full flag: 155, 186, 217, 248 (one step per
+        // round trip). With it, close to a doubling per round trip.
+        assert_eq!(windows[0], 248);
+        for pair in windows.windows(2) {
+            assert!(pair[1] * 10 >= pair[0] * 18, "windows {windows:?}");
+        }
+    }
+
+    #[test]
+    fn the_queue_bound_covers_the_largest_window() {
+        assert_eq!(VegasParams::default().cwnd_max as usize, crate::circuit::queue::MAX_CIRCUIT_WINDOW);
+    }
 
     /// The one clock reading of these tests: an opaque origin for virtual time.
     #[allow(clippy::disallowed_methods)]

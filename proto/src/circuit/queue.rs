@@ -17,13 +17,19 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::flow::CIRCUIT_WINDOW_START;
 use crate::cell::CircId;
+
+/// Largest congestion window, in DATA cells (`VegasParams::default().cwnd_max`,
+/// spec §8.4): the most DATA cells an honest congestion-controlled sender
+/// has in flight.
+pub const MAX_CIRCUIT_WINDOW: usize = 16_384;
 
 /// Default bound of one circuit's queue, in items: a full circuit window
 /// plus room for control cells. An honest peer never passes it, because no
-/// hop may have more than a window of DATA cells in flight (spec §8.1).
-pub const DEFAULT_CIRCUIT_QUEUE_ITEMS: usize = CIRCUIT_WINDOW_START as usize + 256;
+/// hop may have more than a window of DATA cells in flight (spec §8.1,
+/// §8.4: the largest congestion window bounds a negotiated circuit, the
+/// fixed 2,000-cell window the others).
+pub const DEFAULT_CIRCUIT_QUEUE_ITEMS: usize = MAX_CIRCUIT_WINDOW + 256;
 
 /// Most items taken from one circuit per round-robin turn.
 const QUANTUM: usize = 32;
