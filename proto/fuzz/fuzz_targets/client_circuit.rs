@@ -120,8 +120,12 @@ enum Msg {
     Drop,
     /// RESOLVED.
     Resolved(Vec<Addr>),
-    /// A forward-only message (BEGIN_DIR, BEGIN, RESOLVE, EXTEND).
+    /// A forward-only message (BEGIN_DIR, BEGIN, RESOLVE, EXTEND, CC_REQUEST).
     ForwardOnly(u8),
+    /// XOFF (spec §8.5).
+    Xoff,
+    /// XON with a rate.
+    Xon(u32),
 }
 
 /// One operation.
@@ -162,6 +166,8 @@ struct Input {
     hops: u8,
     /// The emulated relays answer CREATE/EXTEND and BEGIN on their own.
     auto: bool,
+    /// The client asks for congestion control (spec §8.6).
+    cc: bool,
     /// The operations.
     ops: Vec<Op>,
 }
@@ -208,7 +214,10 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let mut rng = ChaCha20Rng::from_seed([0x5e; 32]);
-    let client = ClientCircuit::new(&mut rng, *start, CIRC, path, BUILD_TIMEOUT).expect("a valid path");
+    let mut client = ClientCircuit::new(&mut rng, *start, CIRC, path, BUILD_TIMEOUT).expect("a valid path");
+    if input.cc {
+        client.request_congestion_control();
+    }
     assert_eq!(client.poll_timeout(), start.checked_add(BUILD_TIMEOUT));
     let mut h = Harness {
         rng,
@@ -365,7 +374,10 @@ impl Harness {
             Msg::Extended(reply) => RelayMsg::Extended(*reply),
             Msg::Drop => RelayMsg::Drop,
             Msg::Resolved(addrs) => RelayMsg::Resolved(addrs.iter().take(8).map(|a| a.ip()).collect()),
-            Msg::ForwardOnly(k) => match k % 4 {
+            Msg::Xoff => RelayMsg::Xoff,
+            Msg::Xon(rate) => RelayMsg::Xon(*rate),
+            Msg::ForwardOnly(k) => match k % 5 {
+                4 => RelayMsg::CcRequest(lamina_proto::msg::CC_VERSION),
                 0 => RelayMsg::BeginDir,
                 1 => RelayMsg::Begin { target: Target::Hostname("a.example".into()), port: 1 },
                 2 => RelayMsg::Resolve("a.example".into()),
@@ -382,7 +394,7 @@ impl Harness {
         };
         // Circuit-level messages go on stream 0, the rest on `stream`.
         let stream = match msg {
-            RelayMsg::Extended(_) | RelayMsg::Drop | RelayMsg::Extend(_) => StreamId::CIRCUIT,
+            RelayMsg::Extended(_) | RelayMsg::Drop | RelayMsg::Extend(_) | RelayMsg::CcRequest(_) => StreamId::CIRCUIT,
             _ => stream,
         };
         let mut plain = [0u8; BODY_LEN - TAG_LEN];
@@ -546,6 +558,13 @@ impl Harness {
                 }
             }
             RelayMsg::End(_) | RelayMsg::Sendme(_) | RelayMsg::Drop => {}
+            RelayMsg::CcRequest(_) => {
+                assert_eq!(h + 1, self.path_len, "congestion control is asked of the last hop");
+                assert!(self.opened.is_empty(), "CC_REQUEST precedes every stream");
+            }
+            RelayMsg::Xoff | RelayMsg::Xon(_) => {
+                assert!(self.client.congestion_controlled(), "advisories only under congestion control");
+            }
             other => panic!("the client sent {other:?}"),
         }
     }

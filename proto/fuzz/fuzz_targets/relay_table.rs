@@ -165,8 +165,9 @@ enum Op {
     Driver { at: u8, call: Call },
     /// Hostile: client `client` wraps arbitrary plaintext for hop `hop`.
     ClientRaw { client: u8, hop: u8, plaintext: Vec<u8> },
-    /// Honest (unless `bad_key`): a new client circuit through A (and B).
-    NewClient { two_hops: bool, bad_key: bool },
+    /// Honest (unless `bad_key`): a new client circuit through A (and B),
+    /// negotiating congestion control with its last hop when `cc`.
+    NewClient { two_hops: bool, bad_key: bool, cc: bool },
     /// Honest: open a stream.
     Begin { client: u8, target: TargetSpec, port: u16 },
     /// Honest: open a directory stream.
@@ -364,15 +365,18 @@ impl World {
                     let _ = c.circ.dangerously_send_raw(hop, &plaintext);
                 }
             }
-            Op::NewClient { two_hops, bad_key } => {
+            Op::NewClient { two_hops, bad_key, cc } => {
                 self.hostile |= bad_key;
                 let i = self.clients.len();
                 if i < MAX_CLIENTS {
                     let path = Self::path(two_hops, bad_key);
                     let hops = path.len();
                     let start = fixture().1;
-                    let circ = ClientCircuit::new(&mut self.rng, start, client_id(i), path, Duration::from_secs(10))
+                    let mut circ = ClientCircuit::new(&mut self.rng, start, client_id(i), path, Duration::from_secs(10))
                         .expect("a one- or two-hop path is valid");
+                    if cc {
+                        circ.request_congestion_control();
+                    }
                     self.clients.push(Some(Client { circ, hops, streams: Vec::new() }));
                 }
             }
