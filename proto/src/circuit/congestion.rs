@@ -433,13 +433,17 @@ pub struct FlowParams {
 }
 
 impl Default for FlowParams {
-    /// 500 cells of 498 bytes before XOFF (Tor's `xoff_client`/`xoff_exit`),
-    /// plus 16,384 cells of slack (the default `cwnd_max`).
+    /// 2,048 cells of 498 bytes before XOFF (Tor's `xoff_client` is 500:
+    /// Lamina's SOCKS side writes up to 256 KiB, 526 cells, per batch
+    /// before it reports consumption, so 500 sent an XOFF, and waited a
+    /// round trip for the XON, on most batches of a wide-area download),
+    /// plus 16,384 cells of slack (the default `cwnd_max`). Rate updates
+    /// are measured over the same 2,048 cells.
     fn default() -> Self {
         Self {
-            xoff_bytes: 500 * 498,
-            hard_cap_bytes: (500 + 16_384) * 498,
-            xon_interval_bytes: 500 * 498,
+            xoff_bytes: 2_048 * 498,
+            hard_cap_bytes: (2_048 + 16_384) * 498,
+            xon_interval_bytes: 2_048 * 498,
             xon_change_pct: 25,
         }
     }

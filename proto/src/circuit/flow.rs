@@ -144,7 +144,7 @@ pub const EDGE_CELL_BYTES: u64 = 498;
 /// `FlowParams::default().hard_cap_bytes / EDGE_CELL_BYTES` (spec §8.5).
 /// Drivers size their per-stream channels by it (a fixed-window stream
 /// holds at most `STREAM_WINDOW_START`, fewer).
-pub const EDGE_HARD_CAP_CELLS: usize = 500 + 16_384;
+pub const EDGE_HARD_CAP_CELLS: usize = 2_048 + 16_384;
 
 /// A circuit's sending side: the fixed window (spec §8.1) or, once
 /// negotiated, RTT-based congestion control (spec §8.4, §8.6).
