@@ -175,7 +175,20 @@ pub enum RelayMsg {
     /// The sender will send no more DATA on this stream; the other
     /// direction stays open (TCP half-close, spec §7.5).
     HalfClose,
+    /// Client → last hop, stream 0, before any stream: switch this circuit
+    /// to congestion control (spec §8.6). The body is the flow-control
+    /// version; only [`CC_VERSION`] exists.
+    CcRequest(u8),
+    /// Stop packaging DATA on this stream (spec §8.5).
+    Xoff,
+    /// Resume packaging on this stream; the receiver drains about this many
+    /// KiB/s (0: unknown or unlimited; spec §8.5).
+    Xon(u32),
 }
+
+/// The flow-control version a [`RelayMsg::CcRequest`] carries: RTT-based
+/// circuit windows (spec §8.4) and stream rate advisories (spec §8.5).
+pub const CC_VERSION: u8 = 1;
 
 /// Names no relay, key or address (L-7, spec §11).
 impl std::fmt::Debug for Extend {
@@ -201,6 +214,9 @@ impl std::fmt::Debug for RelayMsg {
             Self::Resolved(addrs) => f.debug_struct("Resolved").field("count", &addrs.len()).finish(),
             Self::BeginDir => f.write_str("BeginDir"),
             Self::HalfClose => f.write_str("HalfClose"),
+            Self::CcRequest(v) => f.debug_tuple("CcRequest").field(v).finish(),
+            Self::Xoff => f.write_str("Xoff"),
+            Self::Xon(rate) => f.debug_tuple("Xon").field(rate).finish(),
         }
     }
 }
@@ -221,13 +237,16 @@ impl RelayMsg {
             Self::Resolved(_) => 0x0a,
             Self::BeginDir => 0x0b,
             Self::HalfClose => 0x0c,
+            Self::CcRequest(_) => 0x0d,
+            Self::Xoff => 0x0e,
+            Self::Xon(_) => 0x0f,
         }
     }
 
     /// Whether this message must travel on stream 0, on a real stream, or either.
     fn stream_rule(&self) -> StreamRule {
         match self {
-            Self::Extend(_) | Self::Extended(_) | Self::Drop => StreamRule::Circuit,
+            Self::Extend(_) | Self::Extended(_) | Self::Drop | Self::CcRequest(_) => StreamRule::Circuit,
             Self::Sendme(_) => StreamRule::Either,
             _ => StreamRule::Stream,
         }
@@ -364,7 +383,14 @@ fn encode_body(msg: &RelayMsg, max: usize) -> Result<Vec<u8>, EncodeError> {
             w.put_bytes_u16_len("onionskin", &ext.onionskin, ONIONSKIN_LEN)?;
         }
         RelayMsg::Extended(reply) => w.put_bytes_u16_len("reply", reply, REPLY_LEN)?,
-        RelayMsg::Drop | RelayMsg::BeginDir | RelayMsg::HalfClose => {}
+        RelayMsg::Drop | RelayMsg::BeginDir | RelayMsg::HalfClose | RelayMsg::Xoff => {}
+        RelayMsg::CcRequest(version) => {
+            if *version != CC_VERSION {
+                return Err(EncodeError::Invalid { what: "cc request", reason: "unknown version" });
+            }
+            w.put_u8(*version);
+        }
+        RelayMsg::Xon(rate) => w.put_u32(*rate),
         RelayMsg::Resolve(name) => put_hostname(&mut w, name)?,
         RelayMsg::Resolved(addrs) => {
             if addrs.len() > MAX_RESOLVED {
@@ -435,6 +461,12 @@ fn decode_fields(code: u8, r: &mut Reader<'_>) -> Result<RelayMsg, DecodeError> 
         }
         0x0b => RelayMsg::BeginDir,
         0x0c => RelayMsg::HalfClose,
+        0x0d => match r.u8()? {
+            CC_VERSION => RelayMsg::CcRequest(CC_VERSION),
+            _ => return Err(DecodeError::invalid("cc request", "unknown version")),
+        },
+        0x0e => RelayMsg::Xoff,
+        0x0f => RelayMsg::Xon(r.u32()?),
         _ => return Err(DecodeError::invalid("relay message", "unknown command")),
     })
 }
@@ -565,6 +597,9 @@ mod tests {
         round_trip(RelayCell::new(s, RelayMsg::Resolved(vec!["10.0.0.1".parse().unwrap()])));
         round_trip(RelayCell::new(s, RelayMsg::BeginDir));
         round_trip(RelayCell::new(s, RelayMsg::HalfClose));
+        round_trip(RelayCell::new(StreamId::CIRCUIT, RelayMsg::CcRequest(CC_VERSION)));
+        round_trip(RelayCell::new(s, RelayMsg::Xoff));
+        round_trip(RelayCell::new(s, RelayMsg::Xon(12_345)));
     }
 
     #[test]
@@ -606,6 +641,11 @@ mod tests {
             (&[0x04, 0, 1, 0, 2, 0x09, 0], DecodeError::invalid("address", "unknown address type")),
             (&[0x0a, 0, 1, 0, 1, 9], DecodeError::invalid("resolved", "too many addresses")),
             (&[0x02], DecodeError::invalid("relay message", "truncated")),
+            (&[0x0d, 0, 0, 0, 1, 2], DecodeError::invalid("cc request", "unknown version")),
+            (&[0x0d, 0, 1, 0, 1, 1], DecodeError::invalid("relay message", "circuit message on a stream")),
+            (&[0x0e, 0, 0, 0, 0], DecodeError::invalid("relay message", "stream message without a stream")),
+            (&[0x0e, 0, 1, 0, 1, 0], DecodeError::invalid("relay message body", "trailing bytes")),
+            (&[0x0f, 0, 1, 0, 3, 0, 0, 1], DecodeError::invalid("relay message body", "truncated")),
         ];
         for (bytes, err) in cases {
             assert_eq!(RelayCell::decode(bytes).err().as_ref(), Some(err), "input {bytes:02x?}");

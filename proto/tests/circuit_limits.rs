@@ -77,14 +77,14 @@ impl World {
         while let Some(mut cell) = self.client.poll_transmit() {
             edit(&mut cell);
             let keys = HopKeysRef { relay_id: &self.relay.identity.relay_id(), onion_key: &self.relay.onion };
-            results.push(self.table.handle_cell(&mut self.rng, &keys, cell).is_ok());
+            results.push(self.table.handle_cell(&mut self.rng, &keys, cell, Instant::now()).is_ok());
         }
         results
     }
 
     fn relay_to_client(&mut self) {
         while let Some(cell) = self.table.poll_transmit() {
-            let _ = self.client.handle_cell(&mut self.rng, cell);
+            let _ = self.client.handle_cell(&mut self.rng, cell, Instant::now());
         }
     }
 
@@ -174,7 +174,7 @@ fn destroy_reasons_are_never_passed_on() {
     let mut w = World::new(|_, _| Vec::new(), None);
     w.actions();
     let keys = HopKeysRef { relay_id: &w.relay.identity.relay_id(), onion_key: &w.relay.onion };
-    w.table.handle_cell(&mut w.rng, &keys, Cell::destroy(CIRC, DestroyReason::Protocol)).unwrap();
+    w.table.handle_cell(&mut w.rng, &keys, Cell::destroy(CIRC, DestroyReason::Protocol), Instant::now()).unwrap();
     let reasons: Vec<DestroyReason> = w
         .actions()
         .into_iter()

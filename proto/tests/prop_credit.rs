@@ -96,7 +96,7 @@ impl World {
     fn back(&mut self) {
         while let Some(cell) = self.client.poll_transmit() {
             let keys = HopKeysRef { relay_id: &self.identity.relay_id(), onion_key: &self.onion };
-            let _ = self.table.handle_cell(&mut self.rng, &keys, cell);
+            let _ = self.table.handle_cell(&mut self.rng, &keys, cell, Instant::now());
         }
         while let Some(action) = self.table.poll_action() {
             if let RelayAction::Begin { circ, stream, .. } = action {
@@ -109,7 +109,7 @@ impl World {
     fn deliver(&mut self, k: usize) {
         for _ in 0..k {
             let Some(cell) = self.table.poll_transmit() else { break };
-            let _ = self.client.handle_cell(&mut self.rng, cell);
+            let _ = self.client.handle_cell(&mut self.rng, cell, Instant::now());
             while let Some(ev) = self.client.poll_event() {
                 if let ClientEvent::StreamData { stream, .. } = ev {
                     let i = self.streams.iter().position(|s| *s == stream).unwrap();
@@ -124,7 +124,7 @@ impl World {
     fn consume(&mut self, i: usize, k: usize) {
         let n = self.held[i].map_or(0, |h| h.min(k));
         for _ in 0..n {
-            self.client.stream_consumed(self.streams[i]).unwrap();
+            self.client.stream_consumed(self.streams[i], Instant::now()).unwrap();
         }
         if let Some(h) = &mut self.held[i] {
             *h -= n;
@@ -135,7 +135,7 @@ impl World {
         match *op {
             Op::Send(i, cells) => {
                 let data = vec![7u8; cells * BACKWARD_DATA_CAPACITY];
-                if let Ok(n) = self.table.send_stream_data(CIRC, self.streams[i], &data) {
+                if let Ok(n) = self.table.send_stream_data(CIRC, self.streams[i], &data, Instant::now()) {
                     self.sent += (n / BACKWARD_DATA_CAPACITY) as u32;
                 }
             }
@@ -192,7 +192,7 @@ fn a_stream_ended_with_queued_data_releases_its_credit_at_once() {
     assert_eq!(w.table.circuit_send_window(CIRC), Some(CIRCUIT_WINDOW_START), "all credit came back");
     // Late consumption reports for the dead stream are not counted twice.
     for _ in 0..200 {
-        w.client.stream_consumed(w.streams[0]).unwrap();
+        w.client.stream_consumed(w.streams[0], Instant::now()).unwrap();
     }
     w.back();
     assert_eq!(w.table.circuit_send_window(CIRC), Some(CIRCUIT_WINDOW_START));

@@ -298,6 +298,9 @@ fn relay_vectors() -> Vec<(&'static str, String, RelayCell)> {
         ("DATA", "02 0102 0005  68656c6c6f".into(), v(StreamId(0x0102), RelayMsg::Data(b"hello".to_vec()))),
         ("DATA one byte", "02 ffff 0001  00".into(), v(StreamId(0xffff), RelayMsg::Data(vec![0]))),
         ("END", "03 0007 0001  06".into(), v(s7, RelayMsg::End(EndReason::Done))),
+        ("CC_REQUEST", "0d 0000 0001  01".into(), v(StreamId(0), RelayMsg::CcRequest(1))),
+        ("XOFF", "0e 0007 0000".into(), v(s7, RelayMsg::Xoff)),
+        ("XON", "0f 0007 0004  00003039".into(), v(s7, RelayMsg::Xon(12_345))),
         ("CONNECTED none", "04 0007 0001  00".into(), v(s7, RelayMsg::Connected(None))),
         ("CONNECTED ipv4", "04 0007 0005  04 0a010203".into(), v(s7, RelayMsg::Connected(Some(ip("10.1.2.3"))))),
         (
@@ -400,6 +403,9 @@ fn relay_command_codes_are_frozen() {
             RelayMsg::Resolved(_) => 0x0a,
             RelayMsg::BeginDir => 0x0b,
             RelayMsg::HalfClose => 0x0c,
+            RelayMsg::CcRequest(_) => 0x0d,
+            RelayMsg::Xoff => 0x0e,
+            RelayMsg::Xon(_) => 0x0f,
         };
         assert_eq!(cell.msg.code(), code, "{name}");
         assert_eq!(unhex(&hex_str)[0], code, "{name}");
@@ -502,7 +508,8 @@ fn malformed_headers_and_stream_messages() {
         ("length beyond any region", "02 0001 ffff 01".into(), err::truncated()),
         // Unknown commands.
         ("command 00", "00 0001 0000".into(), invalid("relay message", "unknown command")),
-        ("command 0d", "0d 0001 0000".into(), invalid("relay message", "unknown command")),
+        ("command 10", "10 0001 0000".into(), invalid("relay message", "unknown command")),
+        ("CC_REQUEST empty", "0d 0000 0000".into(), invalid("relay message body", "truncated")),
         ("command ff", "ff 0001 0000".into(), invalid("relay message", "unknown command")),
         // DATA.
         ("empty DATA", "02 0001 0000".into(), invalid("data", "empty")),

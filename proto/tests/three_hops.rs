@@ -158,7 +158,7 @@ impl Net {
         match d {
             Delivery::ToClient(cell) => {
                 if let Some(c) = self.clients.get_mut(&cell.circ) {
-                    let _ = c.handle_cell(&mut self.rng, cell);
+                    let _ = c.handle_cell(&mut self.rng, cell, Instant::now());
                 }
             }
             Delivery::ToTable { relay, link, cell } => {
@@ -168,7 +168,7 @@ impl Net {
                 let r = &mut self.relays[relay];
                 let keys = HopKeysRef { relay_id: &r.identity.relay_id(), onion_key: &r.onion };
                 let table = r.tables.get_mut(&link).unwrap();
-                if let Err(e) = table.handle_cell(&mut self.rng, &keys, cell) {
+                if let Err(e) = table.handle_cell(&mut self.rng, &keys, cell, Instant::now()) {
                     self.errors.push((relay, e));
                 }
             }
@@ -219,7 +219,7 @@ impl Net {
             }
             let q = self.client_pending.get_mut(&(id, stream)).unwrap();
             let chunk: Vec<u8> = q.iter().take(8 * 1024).copied().collect();
-            if let Ok(n) = c.send_data(stream, &chunk) {
+            if let Ok(n) = c.send_data(stream, &chunk, Instant::now()) {
                 q.drain(..n);
             }
         }
@@ -238,7 +238,7 @@ impl Net {
         for ev in events {
             if let ClientEvent::StreamData { stream, data } = &ev {
                 self.client_received.entry((id, *stream)).or_default().extend_from_slice(data);
-                self.clients.get_mut(&id).unwrap().stream_consumed(*stream).unwrap();
+                self.clients.get_mut(&id).unwrap().stream_consumed(*stream, Instant::now()).unwrap();
             }
             self.client_events.push((id, ev));
         }
@@ -282,7 +282,7 @@ impl Net {
             RelayAction::StreamData { circ, stream, data } => {
                 let table = self.relays[relay].tables.get_mut(&link).unwrap();
                 if self.exit_consumes {
-                    table.stream_consumed(circ, stream).unwrap();
+                    table.stream_consumed(circ, stream, Instant::now()).unwrap();
                 }
                 self.exit.entry((relay, circ, stream)).or_default().received.extend_from_slice(&data);
             }
@@ -310,7 +310,7 @@ impl Net {
         let table = self.relays[relay].tables.get_mut(&link).unwrap();
         while !st.to_send.is_empty() && table.can_send(circ, stream) {
             let chunk: Vec<u8> = st.to_send.iter().take(16 * 1024).copied().collect();
-            let n = table.send_stream_data(circ, stream, &chunk).unwrap();
+            let n = table.send_stream_data(circ, stream, &chunk, Instant::now()).unwrap();
             st.to_send.drain(..n);
             if n == 0 {
                 break;

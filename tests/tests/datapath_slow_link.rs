@@ -99,7 +99,7 @@ async fn attacker(path: &[HopSpec], port: u16) -> TcpStream {
         buf.drain(..pos);
         for cell in got {
             let Some(c) = circuits.get_mut(&cell.circ) else { continue };
-            if let Err(e) = c.handle_cell(&mut OsRng, cell) {
+            if let Err(e) = c.handle_cell(&mut OsRng, cell, Instant::now()) {
                 eprintln!("attacker circuit error: {e}");
             }
             while let Some(ev) = c.poll_event() {

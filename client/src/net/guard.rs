@@ -26,9 +26,10 @@ use crate::error::ClientError;
 const COMMANDS: usize = 1024;
 /// Capacity of the writer channel, in batches.
 const WRITER: usize = 1024;
-/// Capacity of a stream's event channel: one stream window of DATA cells
-/// (the exit cannot send more before we acknowledge) plus control events.
-const STREAM_EVENTS: usize = lamina_proto::circuit::flow::STREAM_WINDOW_START as usize + 64;
+/// Capacity of a stream's event channel: the most DATA cells a stream edge
+/// may hold (past it the core destroys the circuit, spec §8.5) plus
+/// control events. Tokio allocates channel slots as they fill.
+const STREAM_EVENTS: usize = lamina_proto::circuit::flow::EDGE_HARD_CAP_CELLS + 64;
 
 /// What a stream's owner hears.
 #[derive(Debug)]
@@ -323,9 +324,10 @@ impl LinkTask {
             }
         }
         buf.drain(..pos);
+        let now = std::time::Instant::now();
         for cell in cells {
             if let Some(c) = self.circuits.get_mut(&cell.circ) {
-                if let Err(e) = c.handle_cell(&mut self.rng, cell) {
+                if let Err(e) = c.handle_cell(&mut self.rng, cell, now) {
                     debug!(error = %e, "circuit closed");
                 }
             }
@@ -347,7 +349,10 @@ impl LinkTask {
             Command::Build { path, timeout, reply } => {
                 let circ = self.allocate();
                 match ClientCircuit::new(&mut self.rng, std::time::Instant::now(), circ, path, timeout) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        // Every relay of this network speaks flow-control
+                        // version 1 (spec §8.6).
+                        c.request_congestion_control();
                         self.circuits.insert(circ, c);
                         self.builds.insert(circ, reply);
                     }
@@ -372,8 +377,9 @@ impl LinkTask {
             }
             Command::Consumed { circ, stream, cells } => {
                 if let Some(c) = self.circuits.get_mut(&circ) {
+                    let now = std::time::Instant::now();
                     for _ in 0..cells {
-                        let _ = c.stream_consumed(stream);
+                        let _ = c.stream_consumed(stream, now);
                     }
                 }
             }
@@ -416,7 +422,7 @@ impl LinkTask {
     fn resume(&mut self, circ: CircId, stream: StreamId) {
         let Some(mut p) = self.pending.remove(&(circ, stream)) else { return };
         let Some(c) = self.circuits.get_mut(&circ) else { return };
-        match c.send_data(stream, &p.data[p.offset..]) {
+        match c.send_data(stream, &p.data[p.offset..], std::time::Instant::now()) {
             Ok(n) => {
                 p.offset += n;
                 if p.offset == p.data.len() {

@@ -81,13 +81,13 @@ fuzz_target!(|input: Input| {
     let mut table = RelayCircuitTable::new(LinkId(7), input.we_initiated, false, TableLimits::default());
     let hop_keys = HopKeysRef { relay_id: &relay_id, onion_key: &keys.onion };
     let mut rng = ChaCha20Rng::from_seed([0x99; 32]);
-    let result = table.handle_cell(&mut rng, &hop_keys, cell.clone());
+    let result = table.handle_cell(&mut rng, &hop_keys, cell.clone(), std::time::Instant::now());
     check_after_create(&mut table, &cell, result.is_ok(), &relay_id);
 
     if input.twice && result.is_ok() {
         // A second CREATE on a live circuit is a protocol violation that
         // ends this circuit.
-        assert!(table.handle_cell(&mut rng, &hop_keys, cell.clone()).is_err());
+        assert!(table.handle_cell(&mut rng, &hop_keys, cell.clone(), std::time::Instant::now()).is_err());
         assert_eq!(table.circuit_count(), 0);
         let destroy = table.poll_transmit().expect("DESTROY after a duplicate CREATE");
         assert_eq!((destroy.circ, destroy.command), (cell.circ, CellCommand::Destroy));

@@ -120,8 +120,12 @@ enum Msg {
     Drop,
     /// RESOLVED.
     Resolved(Vec<Addr>),
-    /// A forward-only message (BEGIN_DIR, BEGIN, RESOLVE, EXTEND).
+    /// A forward-only message (BEGIN_DIR, BEGIN, RESOLVE, EXTEND, CC_REQUEST).
     ForwardOnly(u8),
+    /// XOFF (spec §8.5).
+    Xoff,
+    /// XON with a rate.
+    Xon(u32),
 }
 
 /// One operation.
@@ -162,6 +166,8 @@ struct Input {
     hops: u8,
     /// The emulated relays answer CREATE/EXTEND and BEGIN on their own.
     auto: bool,
+    /// The client asks for congestion control (spec §8.6).
+    cc: bool,
     /// The operations.
     ops: Vec<Op>,
 }
@@ -208,7 +214,10 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let mut rng = ChaCha20Rng::from_seed([0x5e; 32]);
-    let client = ClientCircuit::new(&mut rng, *start, CIRC, path, BUILD_TIMEOUT).expect("a valid path");
+    let mut client = ClientCircuit::new(&mut rng, *start, CIRC, path, BUILD_TIMEOUT).expect("a valid path");
+    if input.cc {
+        client.request_congestion_control();
+    }
     assert_eq!(client.poll_timeout(), start.checked_add(BUILD_TIMEOUT));
     let mut h = Harness {
         rng,
@@ -258,7 +267,7 @@ impl Harness {
                 let stream = self.stream(stream);
                 let could = self.client.can_send(stream);
                 let data = vec![0x42; usize::from(len)];
-                match self.client.send_data(stream, &data) {
+                match self.client.send_data(stream, &data, fixture().1) {
                     Ok(n) => {
                         assert!(n <= data.len(), "send_data accepted more than it was given");
                         assert!(!could || data.is_empty() || n > 0, "can_send said yes, send_data took nothing");
@@ -272,7 +281,7 @@ impl Harness {
             }
             Op::Consumed { stream } => {
                 let stream = self.stream(stream);
-                let _ = self.client.stream_consumed(stream);
+                let _ = self.client.stream_consumed(stream, fixture().1);
             }
             Op::Timeout(secs) => {
                 let now = *start + Duration::from_secs(u64::from(secs));
@@ -342,7 +351,7 @@ impl Harness {
         if cell.command == CellCommand::Relay && !must_fail {
             self.last_backward = Some(cell.clone());
         }
-        let result = self.client.handle_cell(&mut self.rng, cell);
+        let result = self.client.handle_cell(&mut self.rng, cell, fixture().1);
         if result.is_err() {
             assert!(self.client.is_closed(), "an error closes the circuit: {result:?}");
         }
@@ -365,7 +374,10 @@ impl Harness {
             Msg::Extended(reply) => RelayMsg::Extended(*reply),
             Msg::Drop => RelayMsg::Drop,
             Msg::Resolved(addrs) => RelayMsg::Resolved(addrs.iter().take(8).map(|a| a.ip()).collect()),
-            Msg::ForwardOnly(k) => match k % 4 {
+            Msg::Xoff => RelayMsg::Xoff,
+            Msg::Xon(rate) => RelayMsg::Xon(*rate),
+            Msg::ForwardOnly(k) => match k % 5 {
+                4 => RelayMsg::CcRequest(lamina_proto::msg::CC_VERSION),
                 0 => RelayMsg::BeginDir,
                 1 => RelayMsg::Begin { target: Target::Hostname("a.example".into()), port: 1 },
                 2 => RelayMsg::Resolve("a.example".into()),
@@ -382,7 +394,7 @@ impl Harness {
         };
         // Circuit-level messages go on stream 0, the rest on `stream`.
         let stream = match msg {
-            RelayMsg::Extended(_) | RelayMsg::Drop | RelayMsg::Extend(_) => StreamId::CIRCUIT,
+            RelayMsg::Extended(_) | RelayMsg::Drop | RelayMsg::Extend(_) | RelayMsg::CcRequest(_) => StreamId::CIRCUIT,
             _ => stream,
         };
         let mut plain = [0u8; BODY_LEN - TAG_LEN];
@@ -447,7 +459,7 @@ impl Harness {
                     assert!(!self.ended.contains(&stream), "event after StreamEnded");
                     if let ClientEvent::StreamData { data, .. } = &ev {
                         assert!(!data.is_empty());
-                        let _ = self.client.stream_consumed(stream);
+                        let _ = self.client.stream_consumed(stream, fixture().1);
                     }
                 }
                 ClientEvent::StreamEnded { stream, .. } => {
@@ -501,7 +513,7 @@ impl Harness {
             }
         };
         let was_closed = self.client.is_closed();
-        let result = self.client.handle_cell(&mut self.rng, cell);
+        let result = self.client.handle_cell(&mut self.rng, cell, fixture().1);
         assert!(result.is_ok() || was_closed, "a genuine handshake reply was rejected: {result:?}");
     }
 
@@ -546,6 +558,13 @@ impl Harness {
                 }
             }
             RelayMsg::End(_) | RelayMsg::Sendme(_) | RelayMsg::Drop => {}
+            RelayMsg::CcRequest(_) => {
+                assert_eq!(h + 1, self.path_len, "congestion control is asked of the last hop");
+                assert!(self.opened.is_empty(), "CC_REQUEST precedes every stream");
+            }
+            RelayMsg::Xoff | RelayMsg::Xon(_) => {
+                assert!(self.client.congestion_controlled(), "advisories only under congestion control");
+            }
             other => panic!("the client sent {other:?}"),
         }
     }

@@ -165,8 +165,9 @@ enum Op {
     Driver { at: u8, call: Call },
     /// Hostile: client `client` wraps arbitrary plaintext for hop `hop`.
     ClientRaw { client: u8, hop: u8, plaintext: Vec<u8> },
-    /// Honest (unless `bad_key`): a new client circuit through A (and B).
-    NewClient { two_hops: bool, bad_key: bool },
+    /// Honest (unless `bad_key`): a new client circuit through A (and B),
+    /// negotiating congestion control with its last hop when `cc`.
+    NewClient { two_hops: bool, bad_key: bool, cc: bool },
     /// Honest: open a stream.
     Begin { client: u8, target: TargetSpec, port: u16 },
     /// Honest: open a directory stream.
@@ -364,15 +365,18 @@ impl World {
                     let _ = c.circ.dangerously_send_raw(hop, &plaintext);
                 }
             }
-            Op::NewClient { two_hops, bad_key } => {
+            Op::NewClient { two_hops, bad_key, cc } => {
                 self.hostile |= bad_key;
                 let i = self.clients.len();
                 if i < MAX_CLIENTS {
                     let path = Self::path(two_hops, bad_key);
                     let hops = path.len();
                     let start = fixture().1;
-                    let circ = ClientCircuit::new(&mut self.rng, start, client_id(i), path, Duration::from_secs(10))
+                    let mut circ = ClientCircuit::new(&mut self.rng, start, client_id(i), path, Duration::from_secs(10))
                         .expect("a one- or two-hop path is valid");
+                    if cc {
+                        circ.request_congestion_control();
+                    }
                     self.clients.push(Some(Client { circ, hops, streams: Vec::new() }));
                 }
             }
@@ -399,7 +403,7 @@ impl World {
                 if let Some(c) = self.client(client) {
                     if let Some(&s) = c.streams.get(usize::from(stream) % c.streams.len().max(1)) {
                         let data = vec![0x5a; usize::from(len)];
-                        let _ = c.circ.send_data(s, &data);
+                        let _ = c.circ.send_data(s, &data, fixture().1);
                     }
                 }
             }
@@ -414,7 +418,7 @@ impl World {
                 self.hostile = true;
                 if let Some(c) = self.client(client) {
                     let s = c.streams.get(usize::from(stream) % c.streams.len().max(1)).copied();
-                    let _ = c.circ.stream_consumed(s.unwrap_or(StreamId(u16::from(stream))));
+                    let _ = c.circ.stream_consumed(s.unwrap_or(StreamId(u16::from(stream))), fixture().1);
                 }
             }
             Op::Close { client, reason: r } => {
@@ -431,7 +435,7 @@ impl World {
             Op::ExitSend { stream, len } => {
                 if let Some(&(t, circ, s)) = self.pick_stream(stream) {
                     let data = vec![0xa5; usize::from(len)];
-                    let _ = self.tables[t].send_stream_data(circ, s, &data);
+                    let _ = self.tables[t].send_stream_data(circ, s, &data, fixture().1);
                 }
             }
             Op::ExitEnd { stream, reason } => {
@@ -488,13 +492,13 @@ impl World {
             Call::SendStreamData { circ, stream, len } => {
                 let circ = self.circ(circ);
                 let data = vec![0x11; usize::from(len)];
-                if let Ok(n) = self.tables[t].send_stream_data(circ, StreamId(stream), &data) {
+                if let Ok(n) = self.tables[t].send_stream_data(circ, StreamId(stream), &data, fixture().1) {
                     assert!(n <= data.len());
                 }
             }
             Call::StreamConsumed { circ, stream } => {
                 let circ = self.circ(circ);
-                let _ = self.tables[t].stream_consumed(circ, StreamId(stream));
+                let _ = self.tables[t].stream_consumed(circ, StreamId(stream), fixture().1);
             }
             Call::OpenOutbound { back_link, back, skin } => {
                 let back = Route { link: LinkId(u64::from(back_link)), circ: self.circ(back) };
@@ -562,7 +566,7 @@ impl World {
                     return;
                 };
                 let hostile = self.hostile;
-                if let Err(e) = c.circ.handle_cell(&mut self.rng, cell) {
+                if let Err(e) = c.circ.handle_cell(&mut self.rng, cell, fixture().1) {
                     assert!(
                         !strict() || hostile || matches!(e, CircuitError::Limit { .. }),
                         "honest run: the client rejected a relay's cell: {e:?}"
@@ -571,7 +575,7 @@ impl World {
             }
             Delivery::ToTable(t, cell) => {
                 let keys = Self::keys(t);
-                let result = self.tables[t].handle_cell(&mut self.rng, &keys, cell);
+                let result = self.tables[t].handle_cell(&mut self.rng, &keys, cell, fixture().1);
                 self.check_table_result(t, result);
             }
             Delivery::FromNext(t, circ, from, cell) => {
@@ -607,7 +611,7 @@ impl World {
                 match ev {
                     ClientEvent::StreamData { stream, data } => {
                         assert!(!data.is_empty());
-                        let _ = c.circ.stream_consumed(stream);
+                        let _ = c.circ.stream_consumed(stream, fixture().1);
                     }
                     ClientEvent::Closed { .. } => closed = true,
                     _ => {}
@@ -715,7 +719,7 @@ impl World {
             }
             RelayAction::StreamData { circ, stream, data } => {
                 assert!(!data.is_empty());
-                let _ = self.tables[t].stream_consumed(circ, stream);
+                let _ = self.tables[t].stream_consumed(circ, stream, fixture().1);
             }
             RelayAction::StreamEnded { .. } | RelayAction::StreamWritable { .. } | RelayAction::StreamHalfClosed { .. } => {}
             RelayAction::CircuitClosed { next, reason, .. } => {

@@ -15,14 +15,12 @@ use lamina_crypto::keys::{LinkPublicKey, OnionPublicKey, RelayId};
 use lamina_crypto::layer::{LayerStack, BODY_LEN, MAX_HOPS, TAG_LEN};
 use rand_core::{CryptoRng, RngCore};
 
-use super::flow::{
-    RecvWindow, SendWindow, CIRCUIT_WINDOW_INCREMENT, CIRCUIT_WINDOW_START, STREAM_WINDOW_INCREMENT,
-    STREAM_WINDOW_START,
-};
+use super::congestion::FlowAdvisory;
+use super::flow::{CircuitReceiver, CircuitSender, StreamReceipt, StreamReceiver, StreamSender};
 use super::{empty_body, forward_data_capacity, MAX_STREAMS_PER_CIRCUIT};
 use crate::cell::{Cell, CellCommand, CircId, DestroyReason};
 use crate::error::CircuitError;
-use crate::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target};
+use crate::msg::{EndReason, Extend, RelayCell, RelayMsg, StreamId, Target, CC_VERSION};
 
 /// What the client knows about one hop of its path (from a verified descriptor).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,10 +119,10 @@ enum State {
 struct Stream {
     /// Whether the exit answered CONNECTED.
     connected: bool,
-    /// Our send window.
-    send: SendWindow,
-    /// Our receive window.
-    recv: RecvWindow,
+    /// Our send window or advisory edge.
+    send: StreamSender,
+    /// Our receive window or edge buffer.
+    recv: StreamReceiver,
     /// Whether a send was refused for lack of window (wake it later).
     blocked: bool,
     /// DATA cells handed to the driver and not yet reported consumed: when
@@ -146,10 +144,14 @@ pub struct ClientCircuit {
     streams: BTreeMap<StreamId, Stream>,
     /// Next stream id to try.
     next_stream: u16,
-    /// Circuit-level send window (towards the last hop).
-    send: SendWindow,
-    /// Circuit-level receive window.
-    recv: RecvWindow,
+    /// Circuit-level send window or congestion window (towards the last hop).
+    send: CircuitSender,
+    /// Circuit-level receive window or receipts.
+    recv: CircuitReceiver,
+    /// Ask the last hop for congestion control when the circuit is built.
+    want_cc: bool,
+    /// Congestion control is on (spec §8.6).
+    cc: bool,
     /// Cells to send to hop 0.
     out: VecDeque<Cell>,
     /// Events for the driver.
@@ -193,12 +195,31 @@ impl ClientCircuit {
             layers: LayerStack::new(),
             streams: BTreeMap::new(),
             next_stream: 1,
-            send: SendWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
-            recv: RecvWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+            send: CircuitSender::fixed(),
+            recv: CircuitReceiver::fixed(),
+            want_cc: false,
+            cc: false,
             out,
             events: VecDeque::new(),
             build_deadline: now.checked_add(build_timeout),
         })
+    }
+
+    /// Negotiate congestion control with the last hop once the circuit is
+    /// built (spec §8.6): a CC_REQUEST goes out right after the last
+    /// EXTENDED, before any stream. Has no effect on a built circuit.
+    pub fn request_congestion_control(&mut self) {
+        self.want_cc = true;
+    }
+
+    /// Whether this circuit runs congestion control (spec §8.4–§8.6).
+    pub fn congestion_controlled(&self) -> bool {
+        self.cc
+    }
+
+    /// DATA cells the circuit may still send towards the last hop.
+    pub fn circuit_send_window(&self) -> u32 {
+        self.send.available()
     }
 
     /// The circuit id on the first hop's link.
@@ -258,10 +279,16 @@ impl ClientCircuit {
 
     /// Handle a cell that arrived for this circuit. An error has already
     /// closed the circuit; it is returned for logging.
-    pub fn handle_cell<R: RngCore + CryptoRng>(&mut self, rng: &mut R, cell: Cell) -> Result<(), CircuitError> {
+    /// `now` times congestion-control samples (spec §8.4).
+    pub fn handle_cell<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        cell: Cell,
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let result = match cell.command {
             CellCommand::Created => self.handle_created(rng, &cell),
-            CellCommand::Relay => self.handle_relay(rng, cell),
+            CellCommand::Relay => self.handle_relay(rng, cell, now),
             CellCommand::Destroy => {
                 self.closed_by_peer(cell.destroy_reason());
                 Ok(())
@@ -301,8 +328,9 @@ impl ClientCircuit {
     }
 
     /// Send stream bytes; returns how many were accepted (0 when a window is
-    /// closed: wait for [`ClientEvent::StreamWritable`]).
-    pub fn send_data(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, CircuitError> {
+    /// closed: wait for [`ClientEvent::StreamWritable`]). `now` is the send
+    /// time congestion control measures round trips from.
+    pub fn send_data(&mut self, stream: StreamId, data: &[u8], now: Instant) -> Result<usize, CircuitError> {
         let circ = self.circ;
         let last = self.last_hop()?;
         let cap = forward_data_capacity(last);
@@ -320,7 +348,7 @@ impl ClientCircuit {
             let tag = self.send_data_cell(last, stream, &data[sent..end])?;
             let st = self.streams.get_mut(&stream).ok_or(CircuitError::NoSuchStream { circ, stream })?;
             st.send.on_send(tag);
-            self.send.on_send(tag);
+            self.send.on_send(tag, now);
             sent = end;
         }
         Ok(sent)
@@ -333,24 +361,25 @@ impl ClientCircuit {
             && self.streams.get(&stream).is_some_and(|s| s.connected && s.send.can_send())
     }
 
-    /// Report that one DATA cell of `stream` was delivered to its consumer;
-    /// queues SENDMEs as batches complete (spec §8.2).
+    /// Report that one DATA cell of `stream` was delivered to its consumer
+    /// at `now`; queues SENDMEs as batches complete (spec §8.2), or an XON
+    /// when an edge buffer drained (spec §8.5).
     ///
     /// A report for a stream that has ended is ignored: its credit was
     /// released when it ended (spec §8.3), so no cell is counted twice.
-    pub fn stream_consumed(&mut self, stream: StreamId) -> Result<(), CircuitError> {
+    pub fn stream_consumed(&mut self, stream: StreamId, now: Instant) -> Result<(), CircuitError> {
         let last = self.last_hop()?;
         let Some(st) = self.streams.get_mut(&stream) else { return Ok(()) };
         if st.undelivered == 0 {
             return Ok(());
         }
         st.undelivered -= 1;
-        let receipt = st.recv.on_consumed();
+        let receipt = st.recv.on_consumed(now);
         if let Some(tag) = self.recv.on_consumed() {
             self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(tag))?;
         }
-        if let Some(tag) = receipt {
-            self.send_relay(last, stream, RelayMsg::Sendme(tag))?;
+        if let Some(receipt) = receipt {
+            self.send_relay(last, stream, stream_receipt_msg(receipt))?;
         }
         Ok(())
     }
@@ -422,8 +451,8 @@ impl ClientCircuit {
             stream,
             Stream {
                 connected: false,
-                send: SendWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
-                recv: RecvWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
+                send: StreamSender::new(self.cc),
+                recv: StreamReceiver::new(self.cc),
                 blocked: false,
                 undelivered: 0,
             },
@@ -492,6 +521,14 @@ impl ClientCircuit {
         let next = self.layers.len();
         let Some(hop) = self.path.get(next).cloned() else {
             self.state = State::Open;
+            if self.want_cc {
+                // Before any stream, so both ends count DATA cells from
+                // the same point (spec §8.6).
+                self.send_relay(next - 1, StreamId::CIRCUIT, RelayMsg::CcRequest(CC_VERSION))?;
+                self.send = CircuitSender::vegas();
+                self.recv = CircuitReceiver::vegas();
+                self.cc = true;
+            }
             self.events.push_back(ClientEvent::Built);
             return Ok(());
         };
@@ -507,7 +544,12 @@ impl ClientCircuit {
     }
 
     /// A RELAY cell: remove layers, then dispatch the message.
-    fn handle_relay<R: RngCore + CryptoRng>(&mut self, rng: &mut R, mut cell: Cell) -> Result<(), CircuitError> {
+    fn handle_relay<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        mut cell: Cell,
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let circ = self.circ;
         if matches!(self.state, State::AwaitingCreated { .. } | State::Closed) {
             return Err(CircuitError::Protocol { circ, reason: "relay cell before CREATED" });
@@ -524,7 +566,7 @@ impl ClientCircuit {
                 if hop + 1 != self.layers.len() || !self.is_open() {
                     return Err(CircuitError::Protocol { circ, reason: "stream message from a middle hop" });
                 }
-                self.handle_stream_msg(rc.stream, msg, tag)
+                self.handle_stream_msg(rc.stream, msg, tag, now)
             }
         }
     }
@@ -544,26 +586,19 @@ impl ClientCircuit {
     }
 
     /// Messages from the last hop about streams or the circuit.
-    fn handle_stream_msg(&mut self, stream: StreamId, msg: RelayMsg, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+    fn handle_stream_msg(
+        &mut self,
+        stream: StreamId,
+        msg: RelayMsg,
+        tag: [u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let circ = self.circ;
         match msg {
-            RelayMsg::Sendme(receipt) => self.handle_sendme(stream, &receipt),
+            RelayMsg::Sendme(receipt) => self.handle_sendme(stream, &receipt, now),
             RelayMsg::Drop => Ok(()),
-            RelayMsg::Data(data) => {
-                self.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
-                // Data for a stream we already ended is dropped but still counted.
-                if let Some(st) = self.streams.get_mut(&stream) {
-                    st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
-                    st.undelivered += 1;
-                    self.events.push_back(ClientEvent::StreamData { stream, data });
-                } else if let Some(receipt) = self.recv.on_consumed() {
-                    // Data for a stream we already ended still counts for the
-                    // circuit window: acknowledge it (found by fuzzing).
-                    let last = self.last_hop()?;
-                    self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(receipt))?;
-                }
-                Ok(())
-            }
+            RelayMsg::Data(data) => self.handle_data(stream, data, tag),
+            msg @ (RelayMsg::Xoff | RelayMsg::Xon(_)) => self.handle_advisory(stream, &msg, now),
             RelayMsg::Connected(addr) => {
                 // A CONNECTED may cross our END on the wire: ignore it for a
                 // stream we no longer hold (found by fuzzing).
@@ -588,11 +623,51 @@ impl ClientCircuit {
         }
     }
 
+    /// DATA from the last hop: account it at both levels, then deliver.
+    fn handle_data(&mut self, stream: StreamId, data: Vec<u8>, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+        let circ = self.circ;
+        let last = self.last_hop()?;
+        // Under congestion control the receipt goes out on receipt (spec §8.4).
+        if let Some(receipt) = self.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })? {
+            self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(receipt))?;
+        }
+        // Data for a stream we already ended is dropped but still counted.
+        if let Some(st) = self.streams.get_mut(&stream) {
+            let advisory = st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+            st.undelivered += 1;
+            self.events.push_back(ClientEvent::StreamData { stream, data });
+            if let Some(receipt) = advisory {
+                self.send_relay(last, stream, stream_receipt_msg(receipt))?;
+            }
+        } else if let Some(receipt) = self.recv.on_consumed() {
+            // Data for a stream we already ended still counts for the
+            // circuit window: acknowledge it (found by fuzzing).
+            self.send_relay(last, StreamId::CIRCUIT, RelayMsg::Sendme(receipt))?;
+        }
+        Ok(())
+    }
+
+    /// XOFF or XON from the exit (spec §8.5); one for a stream we already
+    /// ended crossed our END and is ignored.
+    fn handle_advisory(&mut self, stream: StreamId, msg: &RelayMsg, now: Instant) -> Result<(), CircuitError> {
+        let circ = self.circ;
+        let Some(st) = self.streams.get_mut(&stream) else { return Ok(()) };
+        let result = match msg {
+            RelayMsg::Xon(rate) => st.send.on_xon(*rate, now),
+            _ => st.send.on_xoff(),
+        };
+        result.map_err(|reason| CircuitError::Protocol { circ, reason })?;
+        if st.blocked {
+            self.wake(stream);
+        }
+        Ok(())
+    }
+
     /// A SENDME from the last hop: verify its receipt, reopen, wake streams.
-    fn handle_sendme(&mut self, stream: StreamId, receipt: &[u8; TAG_LEN]) -> Result<(), CircuitError> {
+    fn handle_sendme(&mut self, stream: StreamId, receipt: &[u8; TAG_LEN], now: Instant) -> Result<(), CircuitError> {
         let circ = self.circ;
         if stream == StreamId::CIRCUIT {
-            self.send.on_sendme(receipt).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+            self.send.on_sendme(receipt, now).map_err(|reason| CircuitError::Protocol { circ, reason })?;
             let woken: Vec<StreamId> = self.streams.iter().filter(|(_, s)| s.blocked).map(|(id, _)| *id).collect();
             for id in woken {
                 self.wake(id);
@@ -630,5 +705,14 @@ impl ClientCircuit {
             self.events.push_back(ClientEvent::StreamEnded { stream, reason: EndReason::Destroyed });
         }
         self.events.push_back(ClientEvent::Closed { reason });
+    }
+}
+
+/// The relay message carrying a stream receiver's answer.
+pub(super) fn stream_receipt_msg(receipt: StreamReceipt) -> RelayMsg {
+    match receipt {
+        StreamReceipt::Sendme(tag) => RelayMsg::Sendme(tag),
+        StreamReceipt::Advisory(FlowAdvisory::Xoff) => RelayMsg::Xoff,
+        StreamReceipt::Advisory(FlowAdvisory::Xon { kib_per_s }) => RelayMsg::Xon(kib_per_s),
     }
 }

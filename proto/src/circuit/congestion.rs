@@ -291,8 +291,12 @@ impl CongestionControl {
             // route change), so forget the old minimum (Tor's rtt_reset).
             self.min_rtt = self.current_rtt.or(self.ewma_rtt);
         }
-        if round_done || self.slow_start {
-            // Start the next period knowing only whether the window is full now.
+        if round_done {
+            // Start the next round knowing only whether the window is full
+            // now. Once per round, not per SENDME (Tor's
+            // `cwnd_full_per_cwnd`): SENDMEs read in one batch before the
+            // sender refills would otherwise grow slow start by one step
+            // per round instead of doubling it (found wiring it, spec §8.6).
             self.cwnd_full = self.inflight.saturating_add(p.sendme_inc) >= self.cwnd;
         }
     }
@@ -429,13 +433,17 @@ pub struct FlowParams {
 }
 
 impl Default for FlowParams {
-    /// 500 cells of 498 bytes before XOFF (Tor's `xoff_client`/`xoff_exit`),
-    /// plus 16,384 cells of slack (the default `cwnd_max`).
+    /// 2,048 cells of 498 bytes before XOFF (Tor's `xoff_client` is 500:
+    /// Lamina's SOCKS side writes up to 256 KiB, 526 cells, per batch
+    /// before it reports consumption, so 500 sent an XOFF, and waited a
+    /// round trip for the XON, on most batches of a wide-area download),
+    /// plus 16,384 cells of slack (the default `cwnd_max`). Rate updates
+    /// are measured over the same 2,048 cells.
     fn default() -> Self {
         Self {
-            xoff_bytes: 500 * 498,
-            hard_cap_bytes: (500 + 16_384) * 498,
-            xon_interval_bytes: 500 * 498,
+            xoff_bytes: 2_048 * 498,
+            hard_cap_bytes: (2_048 + 16_384) * 498,
+            xon_interval_bytes: 2_048 * 498,
             xon_change_pct: 25,
         }
     }
@@ -659,6 +667,40 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn slow_start_doubles_even_when_sendmes_arrive_in_one_batch() {
+        let mut cc = CongestionControl::new(VegasParams::default());
+        let mut now = t0();
+        let mut n = 0u64;
+        let mut windows = Vec::new();
+        for _ in 0..4 {
+            let mut tags = Vec::new();
+            while cc.can_send() {
+                n += 1;
+                cc.on_send(tag(n), now);
+                if n % 31 == 0 {
+                    tags.push(tag(n));
+                }
+            }
+            now += Duration::from_millis(100);
+            for t in &tags {
+                cc.on_sendme(t, now).unwrap();
+            }
+            windows.push(cc.cwnd());
+        }
+        // Without the per-round full flag: 155, 186, 217, 248 (one step per
+        // round trip). With it, close to a doubling per round trip.
+        assert_eq!(windows[0], 248);
+        for pair in windows.windows(2) {
+            assert!(pair[1] * 10 >= pair[0] * 18, "windows {windows:?}");
+        }
+    }
+
+    #[test]
+    fn the_queue_bound_covers_the_largest_window() {
+        assert_eq!(VegasParams::default().cwnd_max as usize, crate::circuit::queue::MAX_CIRCUIT_WINDOW);
+    }
 
     /// The one clock reading of these tests: an opaque origin for virtual time.
     #[allow(clippy::disallowed_methods)]

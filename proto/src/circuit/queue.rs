@@ -2,7 +2,8 @@
 //!
 //! A relay never waits for another task's queue on the cell path. Instead,
 //! every queue between tasks is a [`CircuitQueues`]: one FIFO per circuit,
-//! served round-robin, with a bound per circuit. A push never blocks: a
+//! served quietest first (EWMA circuit priority, below), with a bound per
+//! circuit. A push never blocks: a
 //! circuit that passes its bound is *killed* (its queued items are dropped,
 //! later items for it are refused, and the consumer learns it through
 //! [`CircuitQueues::take_killed`]), and the link itself is never stalled.
@@ -12,21 +13,72 @@
 //! [`choose_victims`] which circuits to kill — those holding the most
 //! queued data for the longest, the ones a stalled reader leaves behind.
 //!
+//! **Priority** (Tor's `CircuitPriorityHalflife`): every circuit keeps an
+//! exponentially decaying count of the cells served from it (half-life
+//! [`PRIORITY_HALFLIFE_MS`]); each turn goes to the ready circuit with the
+//! smallest count, a quantum of cells at a time. A bulk download thus
+//! yields to a web fetch that just started, whose first cells leave
+//! before the bulk circuit's next quantum (spec §6.6).
+//!
 //! Time is an argument: `now_ms` is any monotonic millisecond count the
-//! driver keeps (the age of an item is measured against it).
+//! driver keeps (the age of an item is measured against it; the priority
+//! clock is the latest `now_ms` pushed).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::flow::CIRCUIT_WINDOW_START;
 use crate::cell::CircId;
+
+/// Largest congestion window, in DATA cells (`VegasParams::default().cwnd_max`,
+/// spec §8.4): the most DATA cells an honest congestion-controlled sender
+/// has in flight.
+pub const MAX_CIRCUIT_WINDOW: usize = 16_384;
 
 /// Default bound of one circuit's queue, in items: a full circuit window
 /// plus room for control cells. An honest peer never passes it, because no
-/// hop may have more than a window of DATA cells in flight (spec §8.1).
-pub const DEFAULT_CIRCUIT_QUEUE_ITEMS: usize = CIRCUIT_WINDOW_START as usize + 256;
+/// hop may have more than a window of DATA cells in flight (spec §8.1,
+/// §8.4: the largest congestion window bounds a negotiated circuit, the
+/// fixed 2,000-cell window the others).
+pub const DEFAULT_CIRCUIT_QUEUE_ITEMS: usize = MAX_CIRCUIT_WINDOW + 256;
 
-/// Most items taken from one circuit per round-robin turn.
+/// Most items taken from one circuit per turn.
 const QUANTUM: usize = 32;
+
+/// Half-life of a circuit's served-cells count (Tor's default
+/// `CircuitPriorityHalflifeMsec`, 30 s).
+pub const PRIORITY_HALFLIFE_MS: u64 = 30_000;
+
+/// Fixed-point scale of a priority count: one served cell.
+const SCORE_UNIT: u64 = 256;
+
+/// Priority entries kept beyond those of circuits with queued items before
+/// decayed entries are pruned (bounds the table on a link whose circuits
+/// churn).
+const SCORE_SLACK: usize = 1024;
+
+/// A circuit's decaying served-cells count.
+#[derive(Debug, Clone, Copy)]
+struct Score {
+    /// Count in [`SCORE_UNIT`]s as of `at_ms`.
+    value: u64,
+    /// When `value` was last decayed.
+    at_ms: u64,
+}
+
+impl Score {
+    /// The count decayed to `now_ms`: halved per half-life, linearly
+    /// approximated within one (monotone, within 9% of the exponential).
+    fn at(self, now_ms: u64) -> u64 {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        let halvings = elapsed / PRIORITY_HALFLIFE_MS;
+        if halvings >= 64 {
+            return 0;
+        }
+        let v = self.value >> halvings;
+        let rem = u128::from(elapsed % PRIORITY_HALFLIFE_MS);
+        let cut = u128::from(v) * rem / u128::from(2 * PRIORITY_HALFLIFE_MS);
+        v - u64::try_from(cut).unwrap_or(v)
+    }
+}
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +115,11 @@ pub struct CircuitQueues<T> {
     killed: Vec<CircId>,
     /// Items queued in all (urgent ones included).
     len: usize,
+    /// Served-cells counts for the priority (bounded: pruned past
+    /// `fifos.len() + SCORE_SLACK` entries).
+    scores: HashMap<CircId, Score>,
+    /// The latest `now_ms` pushed: the priority clock.
+    clock_ms: u64,
 }
 
 impl<T> CircuitQueues<T> {
@@ -76,6 +133,8 @@ impl<T> CircuitQueues<T> {
             dead: HashSet::new(),
             killed: Vec::new(),
             len: 0,
+            scores: HashMap::new(),
+            clock_ms: 0,
         }
     }
 
@@ -98,6 +157,7 @@ impl<T> CircuitQueues<T> {
     /// traffic such as gossip) is never killed: past its bound, new items
     /// are dropped instead.
     pub fn push(&mut self, now_ms: u64, circ: CircId, item: T) -> Pushed {
+        self.clock_ms = self.clock_ms.max(now_ms);
         if self.dead.contains(&circ) {
             return Pushed::Dropped;
         }
@@ -153,10 +213,12 @@ impl<T> CircuitQueues<T> {
     /// new circuit may reuse it).
     pub fn forget(&mut self, circ: CircId) {
         self.dead.remove(&circ);
+        self.scores.remove(&circ);
     }
 
     /// Move up to `max` items into `out`: urgent items first, then the
-    /// circuits in turn, at most a quantum each per turn. Returns how many.
+    /// circuits, quietest first (smallest decayed served count; ties in
+    /// arrival order), at most a quantum each per turn. Returns how many.
     pub fn pop_batch(&mut self, max: usize, out: &mut Vec<T>) -> usize {
         let mut taken = 0;
         while taken < max {
@@ -165,22 +227,60 @@ impl<T> CircuitQueues<T> {
             taken += 1;
         }
         while taken < max {
-            let Some(circ) = self.ready.pop_front() else { break };
+            let Some(circ) = self.take_quietest() else { break };
             let Some(fifo) = self.fifos.get_mut(&circ) else { continue };
             let turn = QUANTUM.min(max - taken);
+            let mut served = 0u64;
             for _ in 0..turn {
                 let Some((_, item)) = fifo.items.pop_front() else { break };
                 out.push(item);
-                taken += 1;
+                served += 1;
             }
+            taken += usize::try_from(served).unwrap_or(turn);
             if fifo.items.is_empty() {
                 self.fifos.remove(&circ);
             } else {
                 self.ready.push_back(circ);
             }
+            let now = self.clock_ms;
+            let score = self.scores.entry(circ).or_insert(Score { value: 0, at_ms: now });
+            *score = Score { value: score.at(now).saturating_add(served * SCORE_UNIT), at_ms: now };
         }
         self.len -= taken;
+        self.prune_scores();
         taken
+    }
+
+    /// Remove and return the ready circuit with the smallest decayed count.
+    fn take_quietest(&mut self) -> Option<CircId> {
+        let now = self.clock_ms;
+        let scores = &self.scores;
+        let best = self
+            .ready
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, c)| (scores.get(*c).map_or(0, |s| s.at(now)), *i))
+            .map(|(i, _)| i)?;
+        self.ready.remove(best)
+    }
+
+    /// Keep the priority table bounded: past `fifos.len() + SCORE_SLACK`
+    /// entries, drop those decayed to nothing, then those of idle circuits.
+    fn prune_scores(&mut self) {
+        if self.scores.len() <= self.fifos.len() + SCORE_SLACK {
+            return;
+        }
+        let now = self.clock_ms;
+        self.scores.retain(|_, s| s.at(now) > 0);
+        if self.scores.len() > self.fifos.len() + SCORE_SLACK {
+            let fifos = &self.fifos;
+            self.scores.retain(|c, _| fifos.contains_key(c));
+        }
+    }
+
+    /// The decayed served-cells count of `circ` (test and metrics view).
+    pub fn priority_score(&self, circ: CircId) -> u64 {
+        self.scores.get(&circ).map_or(0, |s| s.at(self.clock_ms) / SCORE_UNIT)
     }
 
     /// Every circuit with queued items (circuit 0 excluded): its id, the
@@ -235,6 +335,59 @@ mod tests {
 
     fn c(n: u32) -> CircId {
         CircId(n)
+    }
+
+    #[test]
+    fn a_quiet_circuit_is_served_before_a_busy_one() {
+        let mut q = CircuitQueues::new(10_000);
+        for i in 0..1000u32 {
+            q.push(0, c(1), (1, i));
+        }
+        let mut out = Vec::new();
+        q.pop_batch(500, &mut out);
+        // A web fetch starts while the bulk circuit still has 500 queued.
+        for i in 0..5u32 {
+            q.push(1, c(2), (2, i));
+        }
+        out.clear();
+        q.pop_batch(QUANTUM, &mut out);
+        // Round-robin would serve circuit 1's next quantum first.
+        assert!(out[..5].iter().all(|(k, _)| *k == 2), "the quiet circuit goes first: {out:?}");
+        assert_eq!(q.priority_score(c(2)), 5);
+        assert!(q.priority_score(c(1)) >= 499);
+    }
+
+    #[test]
+    fn priority_decays_with_the_half_life() {
+        let mut q = CircuitQueues::new(10_000);
+        for i in 0..1024u32 {
+            q.push(0, c(1), i);
+        }
+        let mut out = Vec::new();
+        q.pop_batch(1024, &mut out);
+        assert_eq!(q.priority_score(c(1)), 1024);
+        q.push(PRIORITY_HALFLIFE_MS, c(9), 0);
+        assert_eq!(q.priority_score(c(1)), 512);
+        q.push(PRIORITY_HALFLIFE_MS * 70, c(9), 0);
+        assert_eq!(q.priority_score(c(1)), 0);
+        // Between half-lives the count falls monotonically.
+        let s = Score { value: 1 << 20, at_ms: 0 };
+        let mut last = u64::MAX;
+        for t in (0..3 * PRIORITY_HALFLIFE_MS).step_by(1000) {
+            assert!(s.at(t) <= last);
+            last = s.at(t);
+        }
+    }
+
+    #[test]
+    fn the_priority_table_stays_bounded() {
+        let mut q = CircuitQueues::new(10);
+        let mut out = Vec::new();
+        for n in 1..20_000u32 {
+            q.push(0, c(n), n);
+            q.pop_batch(1, &mut out);
+        }
+        assert!(q.scores.len() <= SCORE_SLACK + 1, "{} entries", q.scores.len());
     }
 
     #[test]

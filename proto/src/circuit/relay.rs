@@ -15,16 +15,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::time::Instant;
 
 use lamina_crypto::handshake::relay_respond;
 use lamina_crypto::keys::{RelayId, StaticKeypair};
 use lamina_crypto::layer::{Peeled, RelayLayers, BODY_LEN, TAG_LEN};
 use rand_core::{CryptoRng, RngCore};
 
-use super::flow::{
-    RecvWindow, SendWindow, CIRCUIT_WINDOW_INCREMENT, CIRCUIT_WINDOW_START, STREAM_WINDOW_INCREMENT,
-    STREAM_WINDOW_START,
-};
+use super::client::stream_receipt_msg;
+use super::flow::{CircuitReceiver, CircuitSender, StreamReceiver, StreamSender};
 use super::{backward_region, empty_body, BACKWARD_DATA_CAPACITY, MAX_STREAMS_PER_CIRCUIT};
 use crate::cell::{Cell, CellCommand, CircId, DestroyReason, MAX_RELAY_EARLY};
 use crate::error::CircuitError;
@@ -225,10 +224,10 @@ enum NextHop {
 struct HopStream {
     /// Whether the stream was answered with CONNECTED.
     connected: bool,
-    /// Our send window.
-    send: SendWindow,
-    /// Our receive window.
-    recv: RecvWindow,
+    /// Our send window or advisory edge.
+    send: StreamSender,
+    /// Our receive window or edge buffer.
+    recv: StreamReceiver,
     /// Whether a send was refused for lack of window.
     blocked: bool,
 }
@@ -241,10 +240,12 @@ struct HopCircuit {
     next: NextHop,
     /// Streams ending here.
     streams: HashMap<StreamId, HopStream>,
-    /// Circuit-level send window (towards the client).
-    send: SendWindow,
-    /// Circuit-level receive window.
-    recv: RecvWindow,
+    /// Circuit-level send window or congestion window (towards the client).
+    send: CircuitSender,
+    /// Circuit-level receive window or receipts.
+    recv: CircuitReceiver,
+    /// The client negotiated congestion control (spec §8.6).
+    cc: bool,
     /// RELAY_EARLY cells seen on this circuit (spec §7.6).
     early: u8,
 }
@@ -335,13 +336,15 @@ impl RelayCircuitTable {
         self.actions.pop_front()
     }
 
-    /// Handle a cell received on this link. Errors close only the circuit
-    /// concerned (already done when this returns) and are for logging.
+    /// Handle a cell received on this link at `now` (congestion control
+    /// times SENDMEs, spec §8.4). Errors close only the circuit concerned
+    /// (already done when this returns) and are for logging.
     pub fn handle_cell<R: RngCore + CryptoRng>(
         &mut self,
         rng: &mut R,
         keys: &HopKeysRef<'_>,
         cell: Cell,
+        now: Instant,
     ) -> Result<(), CircuitError> {
         let circ = cell.circ;
         let is_create = cell.command == CellCommand::Create;
@@ -367,7 +370,7 @@ impl RelayCircuitTable {
                 return Ok(());
             }
             (Some(Entry::Hop(_)), CellCommand::Relay | CellCommand::RelayEarly) => {
-                self.handle_forward(circ, cell, keys.relay_id)
+                self.handle_forward(circ, cell, keys.relay_id, now)
             }
             (Some(Entry::Hop(_)), CellCommand::Destroy) => {
                 // The peer's reason is never passed on (spec §7.6, Tor bug 40649).
@@ -531,7 +534,14 @@ impl RelayCircuitTable {
 
     /// Exit: send stream bytes towards the client; returns how many were
     /// accepted (0 when a window is closed: wait for `StreamWritable`).
-    pub fn send_stream_data(&mut self, circ: CircId, stream: StreamId, data: &[u8]) -> Result<usize, CircuitError> {
+    /// `now` is the send time congestion control measures from.
+    pub fn send_stream_data(
+        &mut self,
+        circ: CircId,
+        stream: StreamId,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<usize, CircuitError> {
         let mut sent = 0;
         while sent < data.len() {
             let hop = self.hop_mut(circ)?;
@@ -544,7 +554,7 @@ impl RelayCircuitTable {
             let end = data.len().min(sent + BACKWARD_DATA_CAPACITY);
             let tag = self.originate_data(circ, stream, &data[sent..end])?;
             let hop = self.hop_mut(circ)?;
-            hop.send.on_send(tag);
+            hop.send.on_send(tag, now);
             if let Some(st) = hop.streams.get_mut(&stream) {
                 st.send.on_send(tag);
             }
@@ -570,21 +580,27 @@ impl RelayCircuitTable {
         }
     }
 
-    /// Exit: one DATA cell of `stream` was written to its socket; queues
-    /// SENDMEs as batches complete (spec §8.2).
-    pub fn stream_consumed(&mut self, circ: CircId, stream: StreamId) -> Result<(), CircuitError> {
+    /// Exit: one DATA cell of `stream` was written to its socket at `now`;
+    /// queues SENDMEs as batches complete (spec §8.2), or an XON when the
+    /// edge buffer drained (spec §8.5).
+    pub fn stream_consumed(&mut self, circ: CircId, stream: StreamId, now: Instant) -> Result<(), CircuitError> {
         let Ok(hop) = self.hop_mut(circ) else {
             return Ok(());
         };
         let circ_receipt = hop.recv.on_consumed();
-        let stream_receipt = hop.streams.get_mut(&stream).and_then(|s| s.recv.on_consumed());
+        let stream_receipt = hop.streams.get_mut(&stream).and_then(|s| s.recv.on_consumed(now));
         if let Some(tag) = circ_receipt {
             self.originate(circ, StreamId::CIRCUIT, RelayMsg::Sendme(tag))?;
         }
-        if let Some(tag) = stream_receipt {
-            self.originate(circ, stream, RelayMsg::Sendme(tag))?;
+        if let Some(receipt) = stream_receipt {
+            self.originate(circ, stream, stream_receipt_msg(receipt))?;
         }
         Ok(())
+    }
+
+    /// Whether circuit `circ` runs congestion control (spec §8.6).
+    pub fn congestion_controlled(&self, circ: CircId) -> bool {
+        matches!(self.circuits.get(&circ), Some(Entry::Hop(hop)) if hop.cc)
     }
 
     /// A queue between tasks killed `circ` (it passed its bound, or held the
@@ -636,8 +652,9 @@ impl RelayCircuitTable {
             layers: RelayLayers::new(&hop_keys),
             next: NextHop::None,
             streams: HashMap::new(),
-            send: SendWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
-            recv: RecvWindow::new(CIRCUIT_WINDOW_START, CIRCUIT_WINDOW_INCREMENT),
+            send: CircuitSender::fixed(),
+            recv: CircuitReceiver::fixed(),
+            cc: false,
             early: 0,
         };
         self.circuits.insert(circ, Entry::Hop(Box::new(hop)));
@@ -647,7 +664,13 @@ impl RelayCircuitTable {
 
     /// A forward RELAY or RELAY_EARLY cell on a hop circuit: count it,
     /// peel, then forward (keeping its command) or handle.
-    fn handle_forward(&mut self, circ: CircId, mut cell: Cell, own_id: &RelayId) -> Result<(), CircuitError> {
+    fn handle_forward(
+        &mut self,
+        circ: CircId,
+        mut cell: Cell,
+        own_id: &RelayId,
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let early = cell.command == CellCommand::RelayEarly;
         let hop = self.hop_mut(circ)?;
         if early {
@@ -684,18 +707,24 @@ impl RelayCircuitTable {
                         });
                     }
                 }
-                self.handle_msg(circ, rc, tag)
+                self.handle_msg(circ, rc, tag, now)
             }
         }
     }
 
     /// Dispatch a relay message addressed to this hop.
-    fn handle_msg(&mut self, circ: CircId, rc: RelayCell, tag: [u8; TAG_LEN]) -> Result<(), CircuitError> {
+    fn handle_msg(
+        &mut self,
+        circ: CircId,
+        rc: RelayCell,
+        tag: [u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let stream = rc.stream;
         match rc.msg {
             RelayMsg::Extend(extend) => {
                 let hop = self.hop_mut(circ)?;
-                if !matches!(hop.next, NextHop::None) || !hop.streams.is_empty() {
+                if !matches!(hop.next, NextHop::None) || !hop.streams.is_empty() || hop.cc {
                     return Err(CircuitError::Protocol { circ, reason: "EXTEND on an extended circuit" });
                 }
                 hop.next = NextHop::Extending;
@@ -724,8 +753,10 @@ impl RelayCircuitTable {
                 }
                 Ok(())
             }
-            RelayMsg::Sendme(receipt) => self.handle_sendme(circ, stream, &receipt),
+            RelayMsg::Sendme(receipt) => self.handle_sendme(circ, stream, &receipt, now),
             RelayMsg::Drop => Ok(()),
+            RelayMsg::CcRequest(_) => self.handle_cc_request(circ),
+            msg @ (RelayMsg::Xoff | RelayMsg::Xon(_)) => self.handle_advisory(circ, stream, &msg, now),
             RelayMsg::HalfClose => {
                 if self.hop_mut(circ)?.streams.contains_key(&stream) {
                     self.actions.push_back(RelayAction::StreamHalfClosed { circ, stream });
@@ -751,11 +782,18 @@ impl RelayCircuitTable {
         tag: [u8; TAG_LEN],
     ) -> Result<(), CircuitError> {
         let hop = self.hop_mut(circ)?;
-        hop.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+        // Under congestion control the receipt goes out on receipt (spec §8.4).
+        if let Some(receipt) = hop.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })? {
+            self.originate(circ, StreamId::CIRCUIT, RelayMsg::Sendme(receipt))?;
+        }
+        let hop = self.hop_mut(circ)?;
         match hop.streams.get_mut(&stream) {
             Some(st) if st.connected => {
-                st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+                let advisory = st.recv.on_receive(tag).map_err(|reason| CircuitError::Protocol { circ, reason })?;
                 self.actions.push_back(RelayAction::StreamData { circ, stream, data });
+                if let Some(receipt) = advisory {
+                    self.originate(circ, stream, stream_receipt_msg(receipt))?;
+                }
                 Ok(())
             }
             Some(_) => Err(CircuitError::Protocol { circ, reason: "data before connected" }),
@@ -769,12 +807,55 @@ impl RelayCircuitTable {
         }
     }
 
+    /// CC_REQUEST: the client switches this circuit to congestion control
+    /// (spec §8.6). Only at the last hop, once, before any stream or DATA.
+    fn handle_cc_request(&mut self, circ: CircId) -> Result<(), CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        if hop.cc || !matches!(hop.next, NextHop::None) || !hop.streams.is_empty() {
+            return Err(CircuitError::Protocol { circ, reason: "congestion control requested too late" });
+        }
+        hop.cc = true;
+        hop.send = CircuitSender::vegas();
+        hop.recv = CircuitReceiver::vegas();
+        Ok(())
+    }
+
+    /// XOFF or XON from the client (spec §8.5); one for a stream already
+    /// gone crossed its END and is ignored.
+    fn handle_advisory(
+        &mut self,
+        circ: CircId,
+        stream: StreamId,
+        msg: &RelayMsg,
+        now: Instant,
+    ) -> Result<(), CircuitError> {
+        let hop = self.hop_mut(circ)?;
+        let circ_open = hop.send.can_send();
+        let Some(st) = hop.streams.get_mut(&stream) else { return Ok(()) };
+        let result = match msg {
+            RelayMsg::Xon(rate) => st.send.on_xon(*rate, now),
+            _ => st.send.on_xoff(),
+        };
+        result.map_err(|reason| CircuitError::Protocol { circ, reason })?;
+        if st.blocked && st.send.can_send() && circ_open {
+            st.blocked = false;
+            self.actions.push_back(RelayAction::StreamWritable { circ, stream });
+        }
+        Ok(())
+    }
+
     /// A SENDME from the client: verify the receipt, reopen, wake streams.
-    fn handle_sendme(&mut self, circ: CircId, stream: StreamId, receipt: &[u8; TAG_LEN]) -> Result<(), CircuitError> {
+    fn handle_sendme(
+        &mut self,
+        circ: CircId,
+        stream: StreamId,
+        receipt: &[u8; TAG_LEN],
+        now: Instant,
+    ) -> Result<(), CircuitError> {
         let hop = self.hop_mut(circ)?;
         let mut woken = Vec::new();
         if stream == StreamId::CIRCUIT {
-            hop.send.on_sendme(receipt).map_err(|reason| CircuitError::Protocol { circ, reason })?;
+            hop.send.on_sendme(receipt, now).map_err(|reason| CircuitError::Protocol { circ, reason })?;
             for (id, st) in &mut hop.streams {
                 if st.blocked && st.send.can_send() {
                     st.blocked = false;
@@ -807,14 +888,10 @@ impl RelayCircuitTable {
         if hop.streams.len() >= max {
             return Err(CircuitError::Limit { circ, what: "streams per circuit" });
         }
+        let cc = hop.cc;
         hop.streams.insert(
             stream,
-            HopStream {
-                connected: false,
-                send: SendWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
-                recv: RecvWindow::new(STREAM_WINDOW_START, STREAM_WINDOW_INCREMENT),
-                blocked: false,
-            },
+            HopStream { connected: false, send: StreamSender::new(cc), recv: StreamReceiver::new(cc), blocked: false },
         );
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_proto::cell::CircId;
-use lamina_proto::circuit::flow::STREAM_WINDOW_START;
+use lamina_proto::circuit::flow::EDGE_HARD_CAP_CELLS;
 use lamina_proto::msg::{EndReason, StreamId, Target};
 use lamina_proto::redact::Redacted;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,8 +68,9 @@ pub async fn open_stream(
     let _ = socket.set_nodelay(true);
     let addr = socket.peer_addr().ok().map(|a| a.ip());
     let (read_half, write_half) = socket.into_split();
-    // One window of cells can be in flight to the socket, never more.
-    let capacity = usize::try_from(STREAM_WINDOW_START).unwrap_or(1000) + 64;
+    // At most one edge buffer of cells can be in flight to the socket: past
+    // it the circuit core destroys the circuit (spec §8.5).
+    let capacity = EDGE_HARD_CAP_CELLS + 64;
     let (to_socket, from_link) = mpsc::channel(capacity);
     let (cancel, cancelled) = oneshot::channel();
     if inbox.send(LinkCmd::StreamConnected { circ, stream, addr, to_socket, cancel }).await.is_err() {

@@ -337,7 +337,7 @@ impl LinkTask {
             None => &self.ctx.keys.onion,
         };
         let keys = HopKeysRef { relay_id: &self.ctx.relay_id, onion_key };
-        if let Err(e) = self.table.handle_cell(&mut self.rng, &keys, cell) {
+        if let Err(e) = self.table.handle_cell(&mut self.rng, &keys, cell, Instant::now()) {
             self.log_circuit_error(&e);
         }
     }
@@ -408,8 +408,9 @@ impl LinkTask {
                 self.resume(circ, stream)
             }
             LinkCmd::StreamConsumed { circ, stream, cells } => {
+                let now = Instant::now();
                 for _ in 0..cells {
-                    self.table.stream_consumed(circ, stream)?;
+                    self.table.stream_consumed(circ, stream, now)?;
                 }
                 Ok(())
             }
@@ -443,7 +444,7 @@ impl LinkTask {
             return Ok(());
         };
         if let Some(mut pending) = st.pending.take() {
-            let n = self.table.send_stream_data(circ, stream, &pending.data[pending.offset..])?;
+            let n = self.table.send_stream_data(circ, stream, &pending.data[pending.offset..], Instant::now())?;
             pending.offset += n;
             if pending.offset < pending.data.len() {
                 if let Some(st) = self.streams.get_mut(&(circ, stream)) {
@@ -555,7 +556,7 @@ impl LinkTask {
                 // A cell that will never reach a socket still counts for the
                 // circuit window (credit follows cells, L-9, spec §8.3).
                 if discarded {
-                    let _ = self.table.stream_consumed(circ, stream);
+                    let _ = self.table.stream_consumed(circ, stream, Instant::now());
                 }
                 if overrun {
                     self.streams.remove(&(circ, stream));
