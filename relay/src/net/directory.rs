@@ -25,7 +25,8 @@ use rand_chacha::ChaCha20Rng;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::listener::{connect_relay, connect_seed};
+pub use super::cmd::DirCmd;
+use super::link::{connect_relay, connect_seed};
 use super::prober::Prober;
 use super::registry::KnownRelay;
 use super::registry::RelayContext;
@@ -38,55 +39,6 @@ const DESCRIPTOR_LIFETIME_S: u64 = 12 * 3600;
 const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// Most bytes of persisted state read back.
 const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// What the directory task hears.
-#[derive(Debug)]
-pub enum DirCmd {
-    /// Our keys changed (onion-key rotation, spec §15.6): publish a fresh
-    /// descriptor now.
-    Republish,
-    /// A complete directory message from a link.
-    Message {
-        /// The link.
-        link: LinkId,
-        /// The peer relay, if the link is authenticated as one.
-        relay: Option<RelayId>,
-        /// The remote socket address.
-        addr: SocketAddr,
-        /// The message bytes.
-        bytes: Vec<u8>,
-    },
-    /// A link to a relay came up.
-    LinkUp {
-        /// The peer relay.
-        relay: RelayId,
-        /// The remote socket address.
-        addr: SocketAddr,
-        /// Whether we dialled it.
-        outbound: bool,
-    },
-    /// A link to a relay went down.
-    LinkDown {
-        /// The peer relay.
-        relay: RelayId,
-    },
-    /// A reachability probe finished (spec §14.2).
-    Probed {
-        /// What was probed.
-        task: lamina_directory::attest::ProbeTask,
-        /// Whether the handshake against the descriptor's link key completed.
-        reached: bool,
-    },
-    /// A dial the engine asked for finished.
-    Dialed {
-        /// Whom.
-        peer: PeerId,
-        /// Why.
-        purpose: ConnectPurpose,
-        /// Whether it worked.
-        ok: bool,
-    },
-}
 
 /// What the directory task needs to know about this relay.
 #[derive(Debug, Clone)]

@@ -30,9 +30,9 @@ use tracing::{debug, trace, warn};
 
 use lamina_proto::dirlink::Reassembler;
 
-use super::directory::DirCmd;
-use super::listener::{os_rng, LinkParts, LinkSetupError};
+use super::cmd::DirCmd;
 use super::registry::{LinkCmd, LinkHandle, LinkQueues, ReaderItem, RelayContext, INBOX_CAPACITY, SHED_MIN_AGE};
+use super::setup::{open_relay, open_seed, os_rng, LinkParts, LinkSetupError};
 use crate::net::exit;
 
 /// Most cells the writer gathers into one write (128 KiB of cells: every
@@ -660,7 +660,7 @@ async fn extend_circuit(
         }
         let (link, handle) = match ctx.link_to_key(&extend.relay_id, &extend.link_key) {
             Some(found) => found,
-            None => super::listener::connect_relay(&ctx, extend.addr, extend.relay_id, extend.link_key).await.ok()?,
+            None => connect_relay(&ctx, extend.addr, extend.relay_id, extend.link_key).await.ok()?,
         };
         let (reply, answer) = oneshot::channel();
         let cmd = LinkCmd::OpenOutbound { back: owner, onionskin: Box::new(extend.onionskin), reply };
@@ -673,6 +673,31 @@ async fn extend_circuit(
         debug!(link = owner.link.0, "extend failed");
     }
     owner_handle.queues.push_cmd(&ctx, LinkCmd::ExtendDone { circ: owner.circ, next });
+}
+
+/// Open a link to `relay_id` at `addr`, authenticated by `link_key` and
+/// by its certificate for `relay_id` (spec §3.3, §15.3), and start its
+/// tasks.
+pub async fn connect_relay(
+    ctx: &Arc<RelayContext>,
+    addr: std::net::SocketAddr,
+    relay_id: lamina_crypto::keys::RelayId,
+    link_key: lamina_crypto::keys::LinkPublicKey,
+) -> Result<(LinkId, LinkHandle), LinkSetupError> {
+    let (socket, parts) = open_relay(ctx, addr, relay_id, link_key).await?;
+    ctx.metrics.handshakes_ok.inc();
+    start_link(ctx, socket, parts, true)
+}
+
+/// Open a link to a seed known only by its address (Noise `XX`; the seed
+/// proves its identity with its certificate, spec §3.3) and start its tasks.
+pub async fn connect_seed(
+    ctx: &Arc<RelayContext>,
+    addr: std::net::SocketAddr,
+) -> Result<(LinkId, LinkHandle), LinkSetupError> {
+    let (socket, parts) = open_seed(ctx, addr).await?;
+    ctx.metrics.handshakes_ok.inc();
+    start_link(ctx, socket, parts, true)
 }
 
 /// The writer task: take cells from the link's queues (round-robin over

@@ -1,53 +1,20 @@
-//! Accepting and opening links (spec §3): a bounded accept loop, the
-//! responder and initiator handshakes with a time-out, then the link tasks.
+//! Accepting links (spec §3): a bounded accept loop with back-off, the
+//! responder handshake with a time-out, then the link tasks. Outbound links
+//! are opened by [`super::link::connect_relay`] through [`super::setup`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lamina_crypto::keys::{LinkPublicKey, RelayId};
 use lamina_proto::circuit::relay::LinkId;
-use lamina_proto::link::{LinkHandshake, LinkReceiver, LinkSender, LocalAuth, PeerExpectation, PeerIdentity};
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
+use lamina_proto::link::LinkHandshake;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info};
 
 use super::link::start_link;
 use super::registry::{LinkHandle, RelayContext, SHED_MIN_AGE};
-
-/// Why a link could not be established.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkSetupError {
-    /// Socket failure.
-    #[error("link i/o: {0}")]
-    Io(#[from] std::io::Error),
-    /// The handshake failed.
-    #[error("link handshake: {0}")]
-    Handshake(#[from] lamina_proto::error::LinkError),
-    /// The handshake took too long.
-    #[error("link handshake timed out")]
-    Timeout,
-    /// The peer closed during the handshake.
-    #[error("peer closed during the handshake")]
-    Closed,
-    /// The address is not publicly routable and this is no test network
-    /// (spec §15.2).
-    #[error("refusing a link to a non-public address outside a test network")]
-    NonPublic,
-    /// OS randomness is unavailable: fail closed (review M-4).
-    #[error("no OS randomness: {0}")]
-    Rng(String),
-}
-
-/// A fresh handshake RNG seeded from the OS, or an error (never a constant
-/// seed, review M-4).
-pub fn os_rng() -> Result<ChaCha20Rng, LinkSetupError> {
-    ChaCha20Rng::from_rng(rand_core::OsRng).map_err(|e| LinkSetupError::Rng(e.to_string()))
-}
+use super::setup::{drive, os_rng, LinkSetupError};
 
 /// Back-off of the accept loop after accept errors (spec §15.5): at the
 /// descriptor limit (`EMFILE`/`ENFILE`) `accept` fails at once, so retrying
@@ -208,117 +175,6 @@ async fn accept_link(ctx: &Arc<RelayContext>, mut socket: TcpStream) -> Result<(
 async fn wait_closed(ctx: &RelayContext, id: LinkId, handle: &LinkHandle) {
     handle.inbox.closed().await;
     ctx.deregister(id);
-}
-
-/// Open a link to `relay_id` at `addr`, authenticating it by `link_key`
-/// and by its certificate for `relay_id` (spec §3.3, §15.3).
-pub async fn connect_relay(
-    ctx: &Arc<RelayContext>,
-    addr: SocketAddr,
-    relay_id: RelayId,
-    link_key: LinkPublicKey,
-) -> Result<(LinkId, LinkHandle), LinkSetupError> {
-    let mut rng = os_rng()?;
-    let setup = async {
-        let mut socket = dial(ctx, addr).await?;
-        socket.set_nodelay(true)?;
-        let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
-        let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Known { relay_id, link_key })?;
-        let parts = drive(&mut socket, hs, &mut rng).await?;
-        Ok::<_, LinkSetupError>((socket, parts))
-    };
-    let (socket, parts) =
-        tokio::time::timeout(ctx.config.handshake_timeout, setup).await.map_err(|_| LinkSetupError::Timeout)??;
-    if parts.peer != PeerIdentity::Relay(relay_id) || parts.peer_key != Some(link_key) {
-        return Err(LinkSetupError::Handshake(lamina_proto::error::LinkError::UnexpectedPeer));
-    }
-    ctx.metrics.handshakes_ok.inc();
-    start_link(ctx, socket, parts, true)
-}
-
-/// Open a link to a seed known only by its address (Noise `XX`): the seed
-/// proves its identity with its link certificate (spec §3.3).
-pub async fn connect_seed(ctx: &Arc<RelayContext>, addr: SocketAddr) -> Result<(LinkId, LinkHandle), LinkSetupError> {
-    let mut rng = os_rng()?;
-    let setup = async {
-        let mut socket = dial(ctx, addr).await?;
-        socket.set_nodelay(true)?;
-        let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
-        let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Unknown)?;
-        let parts = drive(&mut socket, hs, &mut rng).await?;
-        Ok::<_, LinkSetupError>((socket, parts))
-    };
-    let (socket, parts) =
-        tokio::time::timeout(ctx.config.handshake_timeout, setup).await.map_err(|_| LinkSetupError::Timeout)??;
-    if parts.peer == PeerIdentity::Relay(ctx.relay_id) {
-        return Err(LinkSetupError::Handshake(lamina_proto::error::LinkError::Protocol("the seed is ourselves")));
-    }
-    ctx.metrics.handshakes_ok.inc();
-    start_link(ctx, socket, parts, true)
-}
-
-/// Connect to `addr` from our bind address, if one is set. Outside a test
-/// network only publicly routable addresses are dialled (spec §15.2).
-pub(crate) async fn dial(ctx: &RelayContext, addr: SocketAddr) -> Result<TcpStream, LinkSetupError> {
-    if !ctx.config.test_network && !crate::exit_policy::is_public(addr.ip()) {
-        return Err(LinkSetupError::NonPublic);
-    }
-    Ok(dial_any(ctx, addr).await?)
-}
-
-/// Connect to `addr` from our bind address, if one is set (no address check).
-async fn dial_any(ctx: &RelayContext, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    match ctx.config.bind_ip {
-        Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
-            let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-            socket.bind(SocketAddr::new(ip, 0))?;
-            socket.connect(addr).await
-        }
-        _ => TcpStream::connect(addr).await,
-    }
-}
-
-/// An established link before its tasks start.
-#[derive(Debug)]
-pub struct LinkParts {
-    /// Sealing half.
-    pub sender: LinkSender,
-    /// Opening half.
-    pub receiver: LinkReceiver,
-    /// Who the peer proved to be.
-    pub peer: PeerIdentity,
-    /// The peer's proven static key (for a relay, the certified link key).
-    pub peer_key: Option<LinkPublicKey>,
-    /// Bytes read past the handshake (the first transport frames).
-    pub leftover: Vec<u8>,
-}
-
-/// Drive a link handshake over `socket` until it finishes.
-pub async fn drive(
-    socket: &mut TcpStream,
-    mut hs: LinkHandshake,
-    rng: &mut ChaCha20Rng,
-) -> Result<LinkParts, LinkSetupError> {
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        while let Some(out) = hs.poll_transmit() {
-            socket.write_all(&out).await?;
-        }
-        if hs.is_finished() {
-            let peer_key = hs.peer_link_key();
-            let (sender, receiver, peer) = hs.into_transport()?;
-            return Ok(LinkParts { sender, receiver, peer, peer_key, leftover: buf });
-        }
-        if buf.len() > 8192 {
-            return Err(LinkSetupError::Handshake(lamina_proto::error::LinkError::Protocol("handshake too long")));
-        }
-        let n = socket.read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(LinkSetupError::Closed);
-        }
-        let used = hs.handle_input(rng, &buf)?;
-        buf.drain(..used);
-    }
 }
 
 #[cfg(test)]

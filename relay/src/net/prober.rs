@@ -17,9 +17,9 @@ use lamina_proto::link::{LinkHandshake, LocalAuth, PeerExpectation, PeerIdentity
 use rand_chacha::ChaCha20Rng;
 use tracing::debug;
 
-use super::directory::DirCmd;
-use super::listener::{dial, drive, os_rng};
+use super::cmd::DirCmd;
 use super::registry::RelayContext;
+use super::setup::{dial, drive, os_rng};
 
 /// Most relays the scheduler tracks.
 const MAX_TARGETS: usize = 100_000;

@@ -512,7 +512,7 @@ pub struct RelayContext {
     /// CREATE token buckets per client IP (bounded, see [`MAX_CREATE_BUCKETS`]).
     create_buckets: Mutex<HashMap<std::net::IpAddr, TokenBucket>>,
     /// The directory task's inbox, if this relay runs one.
-    pub dir_inbox: Option<mpsc::Sender<crate::net::directory::DirCmd>>,
+    pub dir_inbox: Option<mpsc::Sender<crate::net::cmd::DirCmd>>,
     /// The relays of the verified directory store.
     verified: Mutex<VerifiedView>,
     /// When the full CREATE bucket table was last swept.
@@ -567,7 +567,7 @@ impl RelayContext {
         policy: ExitPolicy,
         config: NetConfig,
         shutdown: watch::Receiver<bool>,
-        dir_inbox: Option<mpsc::Sender<crate::net::directory::DirCmd>>,
+        dir_inbox: Option<mpsc::Sender<crate::net::cmd::DirCmd>>,
     ) -> Arc<Self> {
         let relay_id = keys.identity.relay_id();
         let cert = LinkCert::new(&keys.identity, &keys.link.link_public());
