@@ -114,10 +114,10 @@ pub async fn wait_for_directory(seeds: &[SocketAddr], expected: usize) -> anyhow
 pub async fn wait_for_relays(relays: &[RelayHandle], expected: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        let known = relays.iter().map(|r| r.ctx.metrics.directory_relays.get()).min().unwrap_or(0);
-        if usize::try_from(known).unwrap_or(0) >= expected {
-            // The link tasks' view is republished at most a second later.
-            tokio::time::sleep(Duration::from_millis(1_100)).await;
+        // The view the link tasks check EXTENDs against (spec §15.3), not
+        // only the store: it is what a circuit build needs.
+        let known = relays.iter().map(|r| r.ctx.listed_count()).min().unwrap_or(0);
+        if known >= expected {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

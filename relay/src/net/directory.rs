@@ -157,7 +157,8 @@ impl DirectoryTask {
     fn probe(&mut self) {
         let now = self.now();
         let Some(prober) = self.prober.as_mut() else { return };
-        prober.tick(&self.ctx, self.engine.store().iter().map(|v| &**v), now.unix_s, &mut self.rng);
+        let store = self.engine.store();
+        prober.tick(&self.ctx, store.len(), store.iter().map(|v| &**v), now.unix_s, &mut self.rng);
     }
 
     /// A probe finished: sign and gossip the attestation if it succeeded.

@@ -33,26 +33,32 @@ pub struct Prober {
     scheduler: ProbeScheduler,
     /// When the peer set was last refreshed.
     refreshed: Option<Instant>,
+    /// How many descriptors the store held at that refresh.
+    refreshed_len: usize,
 }
 
 impl Prober {
     /// A prober for relay `own` under `params`.
     pub fn new(own: RelayId, params: AttestParams) -> Self {
-        Self { scheduler: ProbeScheduler::new(own, params, MAX_TARGETS), refreshed: None }
+        Self { scheduler: ProbeScheduler::new(own, params, MAX_TARGETS), refreshed: None, refreshed_len: 0 }
     }
 
-    /// Refresh the peer set (at most once a second) and start every probe
-    /// that is due; each reports back with [`DirCmd::Probed`].
+    /// Refresh the peer set (once a second, and at once when the store
+    /// grew: a newcomer is probed as soon as it is known, so a fresh test
+    /// network has attested relays at its first epoch boundary) and start
+    /// every probe that is due; each reports back with [`DirCmd::Probed`].
     pub fn tick<'a>(
         &mut self,
         ctx: &Arc<RelayContext>,
+        store_len: usize,
         descriptors: impl IntoIterator<Item = &'a Descriptor>,
         now_unix: u64,
         rng: &mut ChaCha20Rng,
     ) {
-        if self.refreshed.is_none_or(|t| t.elapsed() >= TARGETS_EVERY) {
+        if store_len > self.refreshed_len || self.refreshed.is_none_or(|t| t.elapsed() >= TARGETS_EVERY) {
             self.scheduler.set_targets(descriptors);
             self.refreshed = Some(Instant::now());
+            self.refreshed_len = store_len;
         }
         while let Some(task) = self.scheduler.next_probe(now_unix, rng) {
             let ctx = Arc::clone(ctx);

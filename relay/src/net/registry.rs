@@ -722,6 +722,11 @@ impl RelayContext {
         self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relays.get(relay).cloned()
     }
 
+    /// How many relays the link tasks' view of the verified directory lists.
+    pub fn listed_count(&self) -> usize {
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relays.len()
+    }
+
     /// Whether `relay` is listed in the verified directory (relay treatment
     /// follows from this evidence only, review M-2).
     pub fn is_listed(&self, relay: &RelayId) -> bool {
