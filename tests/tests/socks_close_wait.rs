@@ -4,7 +4,7 @@
 //! reply byte came for the half-closed time-out; a reply that does come in
 //! time still reaches a half-closed application.
 
-// Test support code: a broken set-up should fail loudly (STYLE.md Part C);
+// Test support code: a broken set-up should fail loudly (CONTRIBUTING.md P15);
 // the measured release time is reported on stderr.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
