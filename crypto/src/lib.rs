@@ -8,6 +8,7 @@ pub mod kdf;
 pub mod keys;
 pub mod layer;
 pub mod noise;
+pub mod padding;
 pub mod sign;
 
 pub use error::{Blame, CryptoError};

@@ -301,6 +301,16 @@ impl RelayCell {
         put_message(region, 0x02, stream, data)
     }
 
+    /// Where the padding of an encoded message in `region` begins: after its
+    /// header and body (the whole region if the header is cut short).
+    pub fn padding_start(region: &[u8]) -> usize {
+        let len = match region.get(3..5) {
+            Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
+            None => return region.len(),
+        };
+        (HEADER_LEN + len).min(region.len())
+    }
+
     /// Decode from a relay cell's plaintext region; bytes after the message
     /// are padding and ignored (spec §7.1).
     pub fn decode(region: &[u8]) -> Result<Self, DecodeError> {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use lamina_crypto::handshake::relay_respond;
 use lamina_crypto::keys::{RelayId, StaticKeypair};
 use lamina_crypto::layer::{Peeled, RelayLayers, BODY_LEN, TAG_LEN};
+use lamina_crypto::padding::PaddingSource;
 use rand_core::{CryptoRng, RngCore};
 
 use super::client::stream_receipt_msg;
@@ -248,6 +249,10 @@ struct HopCircuit {
     cc: bool,
     /// RELAY_EARLY cells seen on this circuit (spec §7.6).
     early: u8,
+    /// Padding for the cells this hop originates: a keystream the client
+    /// cannot predict, so it cannot compute a receipt tag for a cell it
+    /// never read (spec §7.1, §8.2; review L-2).
+    pad: PaddingSource,
 }
 
 /// One table entry.
@@ -656,6 +661,7 @@ impl RelayCircuitTable {
             recv: CircuitReceiver::fixed(),
             cc: false,
             early: 0,
+            pad: PaddingSource::new(rng),
         };
         self.circuits.insert(circ, Entry::Hop(Box::new(hop)));
         self.out.push_back(Cell::created(circ, &reply));
@@ -916,6 +922,12 @@ impl RelayCircuitTable {
     /// Seal a backward body this hop originates and queue the cell; returns its tag.
     fn seal_and_queue(&mut self, circ: CircId, mut body: [u8; BODY_LEN]) -> Result<[u8; TAG_LEN], CircuitError> {
         let hop = self.hop_mut(circ)?;
+        let region = backward_region(&mut body);
+        let start = RelayCell::padding_start(region);
+        // A full DATA cell has no padding: no keystream on the bulk path.
+        if let Some(padding) = region.get_mut(start..).filter(|p| !p.is_empty()) {
+            hop.pad.fill(padding);
+        }
         let tag = hop.layers.originate_backward(&mut body).map_err(|source| CircuitError::Crypto {
             circ,
             context: "backward seal",
