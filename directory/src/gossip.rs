@@ -602,20 +602,27 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
         }
     }
 
-    /// Push `fresh` descriptors to `push_fanout` random gossip peers other
-    /// than `except`.
-    fn forward(&mut self, fresh: &[Verified<Descriptor>], except: Option<PeerId>) {
+    /// `push_fanout` gossip peers other than `except`, drawn uniformly (a
+    /// partial Fisher-Yates shuffle): the targets of every push.
+    fn push_targets(&mut self, except: Option<PeerId>) -> Vec<PeerId> {
         let mut targets = self.peers.gossip_peers();
         targets.retain(|p| Some(*p) != except);
         let k = self.config.push_fanout.min(targets.len());
-        // Partial Fisher-Yates: the first k entries become a uniform sample.
         for i in 0..k {
             let j = i + uniform(&mut self.rng, targets.len() - i);
             targets.swap(i, j);
         }
+        targets.truncate(k);
+        targets
+    }
+
+    /// Push `fresh` descriptors to `push_fanout` random gossip peers other
+    /// than `except`.
+    fn forward(&mut self, fresh: &[Verified<Descriptor>], except: Option<PeerId>) {
+        let targets = self.push_targets(except);
         for chunk in fresh.chunks(MAX_PUSH) {
             let msg = Message::Push(Push { descriptors: chunk.iter().map(Verified::to_unverified).collect() });
-            for target in targets.iter().take(k) {
+            for target in &targets {
                 if self.enqueue(*target, msg.clone()) {
                     self.stats.forwarded += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
                 }

@@ -117,12 +117,26 @@ pub async fn wait_for_relays(relays: &[RelayHandle], expected: usize) -> anyhow:
         // The view the link tasks check EXTENDs against (spec §15.3), not
         // only the store: it is what a circuit build needs.
         let known = relays.iter().map(|r| r.ctx.listed_count()).min().unwrap_or(0);
-        if known >= expected {
+        if known >= expected && every_relay_serves(relays, expected).await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("not every relay lists all {expected} relays")
+}
+
+/// Whether every relay serves a frozen snapshot of at least `expected`
+/// relays (a relay whose store is complete may not have frozen a cut yet,
+/// spec §13.2).
+async fn every_relay_serves(relays: &[RelayHandle], expected: usize) -> bool {
+    let params = DirParams { pow_bits: TESTNET_POW_BITS, timeout: Duration::from_secs(5) };
+    for r in relays {
+        match lamina_client::dir::fetch_snapshot(r.addr, params).await {
+            Ok((_, snap)) if snap.descriptors.len() >= expected => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The loopback address of relay `i`: 127.(i+1).0.1, a distinct /16 each.

@@ -16,7 +16,7 @@ use lamina_crypto::digest::sha256;
 use lamina_crypto::keys::RelayId;
 use rand_core::{CryptoRng, RngCore};
 
-use super::{uniform, GossipEngine, Now, PeerId};
+use super::{GossipEngine, Now, PeerId};
 use crate::attest::{AttestParams, Attestation, Attested};
 use crate::cut::CutRule;
 use crate::snapshot::Epoch;
@@ -206,17 +206,11 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
     /// Push `fresh` attestations to `push_fanout` random gossip peers other
     /// than `except`.
     fn forward_attestations(&mut self, fresh: &[Attested], except: Option<PeerId>) {
-        let mut targets = self.peers.gossip_peers();
-        targets.retain(|p| Some(*p) != except);
-        let k = self.config.push_fanout.min(targets.len());
-        for i in 0..k {
-            let j = i + uniform(&mut self.rng, targets.len() - i);
-            targets.swap(i, j);
-        }
+        let targets = self.push_targets(except);
         for chunk in fresh.chunks(MAX_BATCH_ATTESTATIONS) {
             let attestations = chunk.iter().map(|a| a.attestation().clone()).collect();
             let msg = Message::Attestations(AttestationBatch { scope: LIVE, attestations });
-            for target in targets.iter().take(k) {
+            for target in &targets {
                 self.enqueue(*target, msg.clone());
             }
         }

@@ -23,7 +23,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use lamina_crypto::keys::RelayId;
 
-use super::{uniform, GossipEngine, Now, PeerId};
+use super::{GossipEngine, Now, PeerId};
 use crate::snapshot::Epoch;
 use crate::statement::{EpochStatement, StatementConflict};
 use crate::wire::Message;
@@ -186,14 +186,7 @@ impl<R: RngCore + CryptoRng> GossipEngine<R> {
 
     /// Queue `msg` for `push_fanout` random gossip peers other than `except`.
     fn fan_out(&mut self, msg: Message, except: Option<PeerId>) {
-        let mut targets = self.peers.gossip_peers();
-        targets.retain(|p| Some(*p) != except);
-        let k = self.config.push_fanout.min(targets.len());
-        for i in 0..k {
-            let j = i + uniform(&mut self.rng, targets.len() - i);
-            targets.swap(i, j);
-        }
-        for target in targets.into_iter().take(k) {
+        for target in self.push_targets(except) {
             self.enqueue(target, msg.clone());
         }
     }

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use lamina_crypto::keys::{IdentityKeypair, LinkPublicKey, RelayId};
 use lamina_directory::attest::{AttestParams, Attestation, ProbeScheduler, ProbeTask};
 use lamina_directory::Descriptor;
-use lamina_proto::link::{LinkHandshake, LocalAuth, PeerExpectation, PeerIdentity};
 use rand_chacha::ChaCha20Rng;
 use tracing::debug;
 
 use super::cmd::DirCmd;
 use super::registry::RelayContext;
-use super::setup::{dial, drive, os_rng};
+use super::setup::open_relay;
 
 /// Most relays the scheduler tracks.
 const MAX_TARGETS: usize = 100_000;
@@ -88,16 +87,8 @@ impl Prober {
 }
 
 /// Connect to `addr` and complete the link handshake expecting `relay_id`
-/// and `link_key`; then hang up (no link is started). Bounded by the
-/// handshake time-out.
+/// and `link_key` (the same set-up as an outbound link, bounded by the
+/// handshake time-out); then hang up (no link is started).
 async fn probe(ctx: &Arc<RelayContext>, addr: SocketAddr, relay_id: RelayId, link_key: LinkPublicKey) -> bool {
-    let Ok(mut rng) = os_rng() else { return false };
-    let attempt = async {
-        let mut socket = dial(ctx, addr).await.ok()?;
-        let local = LocalAuth::Relay { link_key: &ctx.keys.link, cert: ctx.cert };
-        let hs = LinkHandshake::initiator(&mut rng, &local, PeerExpectation::Known { relay_id, link_key }).ok()?;
-        let parts = drive(&mut socket, hs, &mut rng).await.ok()?;
-        Some(parts.peer == PeerIdentity::Relay(relay_id) && parts.peer_key == Some(link_key))
-    };
-    matches!(tokio::time::timeout(ctx.config.handshake_timeout, attempt).await, Ok(Some(true)))
+    open_relay(ctx, addr, relay_id, link_key).await.is_ok()
 }
